@@ -1,0 +1,22 @@
+"""The ``kofinsent`` command. Each stage is a sub-app defined next to the code it drives."""
+from __future__ import annotations
+
+import typer
+
+from crawler.cli import app as crawl_app
+
+app = typer.Typer(
+    help="kofinsent: crawl Naver stock-forum titles, build labelled datasets, fine-tune and evaluate models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(crawl_app, name="crawl")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
