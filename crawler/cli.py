@@ -1,6 +1,237 @@
-"""``kofinsent crawl ...`` commands (placeholder app object; commands are added below)."""
+"""``kofinsent crawl ...``: posts, prices, the universe, and export.
+
+Errors a user can fix (a bad code, a reversed range, an unreachable mirror, a db that is not ours, a block) print one
+line on stderr and exit non-zero; what was already stored stays stored, and the same command resumes.
+"""
 from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="Crawl forum posts, daily prices and the stock universe from Naver.", no_args_is_help=True)
+from .errors import BlockedError, CrawlerError
+
+app = typer.Typer(help="Crawl forum posts, daily prices and the stock universe from Naver.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+
+DEFAULT_DB = Path("data/kofinsent.sqlite")
+KRX_CODE = re.compile(r"^[0-9][0-9A-Z]{4}[0-9]$")
+
+Db = Annotated[Path, typer.Option("--db", help="SQLite file the crawl writes to (created if missing).")]
+BaseUrl = Annotated[Optional[str], typer.Option(
+    "--base-url", help="Send every Naver request to this origin, keeping path and query (a mirror, the replay "
+                       "site, tests). Also read from $KOFINSENT_NAVER_BASE_URL.")]
+Delay = Annotated[float, typer.Option("--delay", help="Minimum seconds between requests (jitter adds up to 5%).")]
+Retries = Annotated[int, typer.Option("--retries", help="Retries per request for 429/5xx/timeouts/resets.")]
+MaxRequests = Annotated[Optional[int], typer.Option("--max-requests", help="Stop after this many requests.")]
+CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache good responses on disk here.")]
+Timeout = Annotated[float, typer.Option("--timeout", help="Seconds before a request times out.")]
+Codes = Annotated[str, typer.Option("--codes", help="Comma-separated 6-character KRX codes, e.g. 005930,000660.")]
+Since = Annotated[str, typer.Option("--since", help="First KST date, inclusive (YYYY-MM-DD).")]
+Until = Annotated[str, typer.Option("--until", help="Last KST date, inclusive (YYYY-MM-DD).")]
+
+
+class UsageError(CrawlerError):
+    """Bad command-line input."""
+
+
+def _fail(prefix: str, message: str) -> None:
+    typer.echo(f"{prefix}: {message}", err=True)
+    raise typer.Exit(2 if prefix == "error" else 3)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn expected failures into one stderr line and a non-zero exit; Ctrl-C keeps what was committed."""
+    try:
+        yield
+    except BlockedError as e:
+        _fail("blocked", f"{e} Nothing from that response was stored; committed pages are kept and the same "
+                         "command resumes.")
+    except (CrawlerError, ValueError) as e:
+        _fail("error", str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted", "stopped; committed pages are kept and the same command resumes")
+
+
+def parse_codes(text: str) -> list[str]:
+    codes = [c.strip().upper() for c in text.split(",") if c.strip()]
+    if not codes:
+        raise UsageError("--codes is empty; give KRX codes such as 005930,000660")
+    bad = [c for c in codes if not KRX_CODE.match(c)]
+    if bad:
+        raise UsageError(f"not a KRX stock code: {', '.join(bad)} (expected 6 characters such as 005930)")
+    return list(dict.fromkeys(codes))
+
+
+def parse_day(text: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{flag} must be a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _fetcher(base_url: str | None, delay: float, retries: int, timeout: float, max_requests: int | None,
+             cache_dir: Path | None):
+    from .http import Fetcher, HttpConfig
+
+    fetcher = Fetcher(HttpConfig(delay=delay, retries=retries, timeout=timeout, max_requests=max_requests,
+                                 cache_dir=cache_dir, base_url=base_url))
+    fetcher.check_reachable()
+    return fetcher
+
+
+def _store(db: Path):
+    from .store import Store
+
+    return Store(db)
+
+
+def _bar(total: int, desc: str, unit: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+    def update(done: int, stored: int) -> None:
+        bar.n = done
+        bar.set_postfix(stored=stored, refresh=False)
+        bar.refresh()
+
+    return update, bar.close
+
+
+@app.command()
+def posts(
+    codes: Codes,
+    since: Since,
+    until: Until,
+    source: Annotated[str, typer.Option("--source", help="api (stock.naver.com JSON) or html (legacy board).")] = "api",
+    db: Db = DEFAULT_DB,
+    base_url: BaseUrl = None,
+    delay: Delay = 0.7,
+    retries: Retries = 5,
+    timeout: Timeout = 15.0,
+    max_requests: MaxRequests = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Backfill forum posts of each stock in [since, until] (KST, inclusive). Resumes an interrupted crawl."""
+    with _errors():
+        from .backfill import DateRange, backfill
+
+        code_list = parse_codes(codes)
+        rng = DateRange(parse_day(since, "--since"), parse_day(until, "--until"))
+        if source not in ("api", "html"):
+            raise UsageError(f"--source must be api or html, got {source!r}")
+        store = _store(db)
+        fetcher = _fetcher(base_url, delay, retries, timeout, max_requests, cache_dir)
+        try:
+            for code in code_list:
+                update, close = _bar(rng.days, f"{code} posts", "day")
+                try:
+                    res = backfill(source, fetcher, store, code, rng, progress=update)
+                finally:
+                    close()
+                state = "already complete" if res.already_done else ("resumed, " if res.resumed else "") + "done"
+                typer.echo(f"{code}: {res.stored} new posts from {res.pages} pages (+{res.probes} search "
+                           f"requests), {store.count_posts(code)} stored in all; {state}")
+            typer.echo(f"{fetcher.stats.requests} requests ({fetcher.stats.retries} retries) -> {db}")
+        finally:
+            store.close()
+
+
+@app.command()
+def prices(
+    codes: Codes,
+    since: Since,
+    until: Until,
+    db: Db = DEFAULT_DB,
+    base_url: BaseUrl = None,
+    delay: Delay = 0.7,
+    retries: Retries = 5,
+    timeout: Timeout = 15.0,
+    max_requests: MaxRequests = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Store adjusted daily bars (siseJson, fchart as fallback); halt days and empty bars are dropped."""
+    with _errors():
+        from .prices import fetch_prices
+
+        code_list = parse_codes(codes)
+        d0, d1 = parse_day(since, "--since"), parse_day(until, "--until")
+        if d0 > d1:
+            raise UsageError(f"--since ({d0}) is after --until ({d1})")
+        store = _store(db)
+        fetcher = _fetcher(base_url, delay, retries, timeout, max_requests, cache_dir)
+        try:
+            for code in code_list:
+                bars, src = fetch_prices(fetcher, code, d0, d1)
+                store.write_prices(bars, src)
+                typer.echo(f"{code}: {len(bars)} bars {bars[0].date}..{bars[-1].date} from {src}")
+        finally:
+            store.close()
+
+
+@app.command()
+def universe(
+    market: Annotated[str, typer.Option("--market", help="KOSPI or KOSDAQ.")] = "KOSPI",
+    top: Annotated[int, typer.Option("--top", help="How many common stocks to keep.")] = 20,
+    listed_before: Annotated[Optional[str], typer.Option(
+        "--listed-before", help="Keep stocks whose first siseJson date is before this date (YYYY-MM-DD).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write the list as JSON here.")] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Also record names and listing dates here.")] = None,
+    base_url: BaseUrl = None,
+    delay: Delay = 0.7,
+    retries: Retries = 5,
+    timeout: Timeout = 15.0,
+) -> None:
+    """Today's top-N common stocks by market cap (no preferred, ETF/ETN, SPAC, REIT). Prints the codes.
+
+    Today's ranking is biased for a past period: pin the printed list in the experiment config.
+    """
+    with _errors():
+        from .universe import top_stocks
+
+        before = parse_day(listed_before, "--listed-before") if listed_before else None
+        store = _store(db) if db else None
+        fetcher = _fetcher(base_url, delay, retries, timeout, None, None)
+        stocks = top_stocks(fetcher, market.upper(), top, before)
+        if len(stocks) < top:
+            typer.echo(f"warning: only {len(stocks)} stocks qualify (asked for {top})", err=True)
+        for s in stocks:
+            listed = f"  listed {s.listed_on}" if s.listed_on else ""
+            typer.echo(f"{s.rank:>4}  {s.code}  {s.name}{listed}")
+            if store:
+                store.upsert_stock(s.code, s.name, market.upper(), s.listed_on)
+        typer.echo(",".join(s.code for s in stocks))
+        if out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps([s.to_json() for s in stocks], ensure_ascii=False, indent=1) + "\n")
+        if store:
+            store.close()
+
+
+@app.command()
+def export(
+    db: Annotated[Path, typer.Option("--db", help="Crawler SQLite file.")],
+    out: Annotated[Path, typer.Option("--out", help="JSON Lines file to write.")],
+    codes: Annotated[Optional[str], typer.Option("--codes", help="Only these codes.")] = None,
+) -> None:
+    """One JSON object per post: code, nid (string), posted_at (ISO 8601, +09:00), title, author, views, ..."""
+    with _errors():
+        from .export import export_posts
+
+        if not db.exists():
+            raise UsageError(f"{db} does not exist")
+        store = _store(db)
+        try:
+            n = export_posts(store, out, parse_codes(codes) if codes else None)
+        finally:
+            store.close()
+        typer.echo(f"{n} posts -> {out}")

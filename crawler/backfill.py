@@ -1,0 +1,304 @@
+"""Date range -> the pages to fetch, and the walk that stores them.
+
+Community API: post ids come from one site-wide counter that rises with time, and ``offset=-<id>`` lists a stock's
+posts older than ``id``. So the crawl *searches* for the end of the range by id (interpolation on the ``writtenAt`` of
+probe pages, with a bisection safeguard) and then walks backwards page by page until posts are older than the start.
+A 2017–2022 backfill never pages through the years of newer posts: requests ≈ posts in range / page size + O(log).
+
+Legacy HTML board: pages are numbered newest first, so the crawl bisects on page numbers by date, then walks.
+Rows shift down while crawling as new posts arrive; overlap is harmless because posts are keyed by (code, nid).
+
+Each page is stored with the cursor in one transaction; a killed crawl resumes from the last committed page.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Protocol
+
+from .http import Fetcher, Response
+from .records import Post
+from .sources import api as api_source
+from .sources import board_html
+from .store import Store
+
+API_URL = "https://stock.naver.com/api/community/discussion/posts/by-item"
+BOARD_URL = "https://finance.naver.com/item/board.naver"
+PAGE_SIZE = 100  # the largest the API takes
+NEWEST = "-9223372036854775807"
+
+
+def api_referer(code: str) -> str:
+    return f"https://stock.naver.com/domestic/stock/{code}/discussion"
+
+
+def board_referer(code: str) -> str:
+    return f"https://finance.naver.com/item/board.naver?code={code}"
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """Inclusive KST dates: ``until`` keeps posts up to 23:59:59 of that day."""
+
+    since: date
+    until: date
+
+    def __post_init__(self) -> None:
+        if self.since > self.until:
+            raise ValueError(f"since ({self.since}) is after until ({self.until})")
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.since, time.min)
+
+    @property
+    def end(self) -> datetime:
+        return datetime.combine(self.until, time(23, 59, 59, 999999))
+
+    def __contains__(self, t: datetime) -> bool:
+        return self.start <= t <= self.end
+
+    @property
+    def days(self) -> int:
+        return (self.until - self.since).days + 1
+
+
+@dataclass
+class BackfillResult:
+    code: str
+    source: str
+    stored: int = 0        # new rows written
+    pages: int = 0         # pages walked (stored)
+    probes: int = 0        # requests spent searching for the range
+    resumed: bool = False
+    already_done: bool = False
+
+
+class Progress(Protocol):
+    def __call__(self, days_done: int, stored: int) -> None: ...
+
+
+def _noop(days_done: int, stored: int) -> None:
+    return None
+
+
+def job_key(source: str, code: str, rng: DateRange) -> str:
+    return f"posts:{source}:{code}:{rng.since.isoformat()}:{rng.until.isoformat()}"
+
+
+class _Walker:
+    """Shared bookkeeping: store one page's in-range posts with the cursor, report progress in days covered."""
+
+    def __init__(self, store: Store, code: str, source: str, rng: DateRange, progress: Progress) -> None:
+        self.store, self.code, self.rng, self.progress = store, code, rng, progress
+        self.job = job_key(source, code, rng)
+        self.result = BackfillResult(code, source)
+
+    def commit(self, posts: list[Post], state: dict, done: bool, names: dict[str, str] | None = None) -> None:
+        keep = [p for p in posts if p.posted_at in self.rng]
+        self.result.stored += self.store.write_page(keep, self.job, state, done=done, names=names)
+        self.result.pages += 1
+        if posts:
+            oldest = min(p.posted_at for p in posts)
+            covered = (self.rng.end - max(oldest, self.rng.start)).days + 1
+            self.progress(min(covered, self.rng.days), self.result.stored)
+        if done:
+            self.progress(self.rng.days, self.result.stored)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Community API
+# ---------------------------------------------------------------------------------------------------------------
+class ApiBackfill:
+    """Backfill one stock's posts in a date range from the community JSON API."""
+
+    def __init__(self, fetcher: Fetcher, store: Store, code: str, rng: DateRange, *,
+                 page_size: int = PAGE_SIZE, progress: Progress = _noop) -> None:
+        self.fetcher, self.code, self.rng, self.page_size = fetcher, code, rng, page_size
+        self.walker = _Walker(store, code, "api", rng, progress)
+
+    def fetch(self, offset: str | None) -> api_source.ApiPage:
+        params = api_source.list_params(self.code, offset, self.page_size)
+        return self.fetcher.get(API_URL, params, referer=api_referer(self.code), accept="application/json",
+                                parse=lambda r: api_source.parse_posts_page(r.text(), self.code))
+
+    def run(self) -> BackfillResult:
+        w = self.walker
+        saved = w.store.progress(w.job)
+        if saved is not None and saved[1]:
+            w.result.already_done = True
+            return w.result
+        if saved is not None and saved[0].get("cursor"):
+            w.result.resumed = True
+            return self._walk(self.fetch(saved[0]["cursor"]))
+        start = self._search()
+        if start is None:
+            w.commit([], {"cursor": None}, done=True)
+            return w.result
+        return self._walk(start)
+
+    # The walk: store the page, move the cursor, stop once a page is wholly older than the range or the board ends.
+    def _walk(self, page: api_source.ApiPage) -> BackfillResult:
+        w = self.walker
+        while True:
+            finished = (
+                page.raw_count < self.page_size
+                or page.last_offset is None
+                or (page.posts and max(p.posted_at for p in page.posts) < self.rng.start)
+            )
+            w.commit(page.posts, {"cursor": page.last_offset}, done=finished, names=page.names)
+            if finished:
+                return w.result
+            page = self.fetch(page.last_offset)
+
+    def _probe(self, x: int | None) -> api_source.ApiPage:
+        self.walker.result.probes += 1
+        return self.fetch(None if x is None else f"-{x}")
+
+    def _search(self) -> api_source.ApiPage | None:
+        """Find a page that holds the end of the range (posts on both sides of ``end``, or all of them older).
+
+        ``lo``: an offset id whose page's newest post is at or before ``end`` (or empty); ``hi``: the id of a post
+        after ``end``. The answer lies in (lo, hi]. Probes land where the site-wide id↔time line puts ``end``.
+        Returns None when the stock has no post at or before ``end``.
+        """
+        end = self.rng.end
+        page = self._probe(None)
+        if not page.posts:
+            return None if page.raw_count < self.page_size else self._search_from_nonnormal(page)
+        if page.posts[-1].posted_at <= end:
+            return page  # the newest page already reaches the range
+        hi, t_hi = page.posts[-1].nid, page.posts[-1].posted_at
+        rate, span = _id_rate(page.posts), _id_span(page.posts)  # site-wide ids per second; ids one page covers
+        lo, t_lo = 0, None
+        bisect_next = False
+        while hi - lo > 1:
+            if bisect_next or (rate is None and t_lo is None):
+                x = (lo + hi) // 2
+            else:
+                if t_lo is None:
+                    x = hi - int(rate * (t_hi - end).total_seconds())
+                else:
+                    frac = (end - t_lo).total_seconds() / max((t_hi - t_lo).total_seconds(), 1.0)
+                    x = lo + int((hi - lo) * frac)
+                # Aim half a page above the estimated boundary so the probe page straddles it.
+                x += span // 2
+            x = min(max(x, lo + 1), hi - 1)
+            before = hi - lo
+            q = self._probe(x)
+            if not q.posts and q.raw_count < self.page_size:
+                lo = x  # nothing at all below x
+            elif q.posts and q.posts[0].posted_at <= end:
+                lo, t_lo = x, q.posts[0].posted_at
+            elif q.posts and q.posts[-1].posted_at <= end:
+                return q  # straddles the end of the range
+            elif q.raw_count < self.page_size:
+                return None  # every post below x is after the range and the board ends there
+            elif not q.posts:
+                lo = x  # a full page of non-normal posts says nothing about time: bisect on
+            else:
+                hi, t_hi = q.posts[-1].nid, q.posts[-1].posted_at
+                rate, span = _id_rate(q.posts) or rate, _id_span(q.posts) or span
+            bisect_next = (hi - lo) > before / 2  # interpolation did not halve the bracket: bisect next
+        return self._probe(hi)
+
+    def _search_from_nonnormal(self, page: api_source.ApiPage) -> api_source.ApiPage | None:
+        # A full newest page with no normal post (e.g. only news items): keep walking newest-first until one appears.
+        while not page.posts and page.raw_count >= self.page_size and page.last_offset:
+            page = self._probe(int(page.last_offset.lstrip("-")))
+        return page if page.posts else None
+
+
+def _id_span(posts: list[Post]) -> int:
+    return posts[0].nid - posts[-1].nid if posts else 0
+
+
+def _id_rate(posts: list[Post]) -> float | None:
+    if len(posts) < 2:
+        return None
+    dt = (posts[0].posted_at - posts[-1].posted_at).total_seconds()
+    return (posts[0].nid - posts[-1].nid) / dt if dt > 0 else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Legacy HTML board
+# ---------------------------------------------------------------------------------------------------------------
+class HtmlBackfill:
+    """Backfill one stock's posts in a date range from the legacy board list pages (page 1 = newest)."""
+
+    def __init__(self, fetcher: Fetcher, store: Store, code: str, rng: DateRange, *,
+                 progress: Progress = _noop) -> None:
+        self.fetcher, self.code, self.rng = fetcher, code, rng
+        self.walker = _Walker(store, code, "html", rng, progress)
+        self._pages: dict[int, board_html.BoardPage] = {}
+
+    def fetch(self, page: int) -> board_html.BoardPage:
+        if page not in self._pages:
+            self._pages[page] = self.fetcher.get(
+                BOARD_URL, {"code": self.code, "page": page}, referer=board_referer(self.code),
+                parse=lambda r: board_html.parse_board_page(board_html.decode_html(r.body, r.content_type),
+                                                            self.code),
+            )
+        return self._pages[page]
+
+    def run(self) -> BackfillResult:
+        w = self.walker
+        saved = w.store.progress(w.job)
+        if saved is not None and saved[1]:
+            w.result.already_done = True
+            return w.result
+        if saved is not None and saved[0].get("page"):
+            w.result.resumed = True
+            return self._walk(int(saved[0]["page"]))
+        first = self.fetch(1)
+        if not first.posts:
+            w.commit([], {"page": None}, done=True)
+            return w.result
+        return self._walk(self._search(first))
+
+    def _search(self, first: board_html.BoardPage) -> int:
+        """Smallest page whose oldest post is at or before ``end`` (pages get older as numbers grow)."""
+        end = self.rng.end
+
+        def reaches(p: int) -> bool:
+            page = self.fetch(p)
+            self.walker.result.probes += p != 1
+            return not page.posts or min(x.posted_at for x in page.posts) <= end
+
+        if reaches(1):
+            return 1
+        lo, hi = 1, max(first.last_page or 1, 1)
+        if not reaches(hi):
+            return hi + 1  # every listed post is after the range; the walk finds the board's end
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if reaches(mid) else (mid, hi)
+        return hi
+
+    def _walk(self, p: int) -> BackfillResult:
+        w = self.walker
+        while True:
+            page = self.fetch(p)
+            last = page.last_page or p
+            finished = (not page.posts or p >= last
+                        or max(x.posted_at for x in page.posts) < self.rng.start)
+            w.commit(page.posts, {"page": p + 1}, done=finished)
+            if finished:
+                return w.result
+            self._pages.pop(p, None)
+            p += 1
+
+
+BACKFILLS: dict[str, Callable[..., ApiBackfill | HtmlBackfill]] = {"api": ApiBackfill, "html": HtmlBackfill}
+
+
+def backfill(source: str, fetcher: Fetcher, store: Store, code: str, rng: DateRange,
+             progress: Progress = _noop) -> BackfillResult:
+    if source not in BACKFILLS:
+        raise ValueError(f"unknown source {source!r}; use one of: {', '.join(BACKFILLS)}")
+    return BACKFILLS[source](fetcher, store, code, rng, progress=progress).run()
+
+
+__all__ = ["API_URL", "BOARD_URL", "ApiBackfill", "HtmlBackfill", "DateRange", "BackfillResult", "backfill",
+           "Response"]
