@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from crawler.cli import app as crawl_app
+from kofinsent.dataset.cli import app as dataset_app
 
 app = typer.Typer(
     help="kofinsent: crawl Naver stock-forum titles, build labelled datasets, fine-tune and evaluate models.",
@@ -12,6 +13,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(crawl_app, name="crawl")
+app.add_typer(dataset_app, name="dataset")
 
 
 def main() -> None:
