@@ -70,7 +70,8 @@ class BackfillResult:
     source: str
     stored: int = 0        # new rows written
     pages: int = 0         # pages walked (stored)
-    probes: int = 0        # requests spent searching for the range
+    probes: int = 0        # requests spent searching for the range (the page found is also walked)
+    requests: int = 0      # list requests made (retries not counted)
     resumed: bool = False
     already_done: bool = False
 
@@ -120,6 +121,7 @@ class ApiBackfill:
 
     def fetch(self, offset: str | None) -> api_source.ApiPage:
         params = api_source.list_params(self.code, offset, self.page_size)
+        self.walker.result.requests += 1
         return self.fetcher.get(API_URL, params, referer=api_referer(self.code), accept="application/json",
                                 parse=lambda r: api_source.parse_posts_page(r.text(), self.code))
 
@@ -235,6 +237,7 @@ class HtmlBackfill:
 
     def fetch(self, page: int) -> board_html.BoardPage:
         if page not in self._pages:
+            self.walker.result.requests += 1
             self._pages[page] = self.fetcher.get(
                 BOARD_URL, {"code": self.code, "page": page}, referer=board_referer(self.code),
                 parse=lambda r: board_html.parse_board_page(board_html.decode_html(r.body, r.content_type),
@@ -255,7 +258,14 @@ class HtmlBackfill:
         if not first.posts:
             w.commit([], {"page": None}, done=True)
             return w.result
-        return self._walk(self._search(first))
+        p = self._search(first)
+        # Rows moved down while we searched: drop stale pages and step back until the page's newest post is after
+        # the range, so the range's newest posts are not left on an earlier page. (Moving down later only repeats
+        # rows, which the store ignores.)
+        self._pages.clear()
+        while p > 1 and (page := self.fetch(p)).posts and max(x.posted_at for x in page.posts) <= self.rng.end:
+            p -= 1
+        return self._walk(p)
 
     def _search(self, first: board_html.BoardPage) -> int:
         """Smallest page whose oldest post is at or before ``end`` (pages get older as numbers grow)."""

@@ -266,6 +266,9 @@ class Fetcher:
         self._wait_turn()
         try:
             r = self.session.get(target, headers=headers, timeout=self.config.timeout, allow_redirects=False)
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+            self.stats.requests += 1  # a body cut short: the caller's loop retries it
+            raise
         except requests.exceptions.RetryError as e:
             raise FetchError(f"{target}: gave up after {self.config.retries} retries ({e})") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
@@ -276,7 +279,7 @@ class Fetcher:
         self.stats.requests += 1 + history
         self.stats.retries += history
         self.stats.by_status[r.status_code] = self.stats.by_status.get(r.status_code, 0) + 1
-        body = r.content  # may raise ChunkedEncodingError: handled by the caller's retry loop
+        body = r.content
         location = r.headers.get("Location")
         if location:
             r.headers["Location"] = urljoin(target, location)
