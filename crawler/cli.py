@@ -53,8 +53,8 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except BlockedError as e:
-        _fail("blocked", f"{e} Nothing from that response was stored; committed pages are kept and the same "
-                         "command resumes.")
+        _fail("blocked", f"{str(e).rstrip('.')}. Nothing from that response was stored; committed pages are kept "
+                         "and the same command resumes.")
     except (CrawlerError, ValueError) as e:
         _fail("error", str(e))
     except KeyboardInterrupt:
@@ -97,7 +97,7 @@ def _store(db: Path):
 def _bar(total: int, desc: str, unit: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, disable=None)  # off unless a TTY
 
     def update(done: int, stored: int) -> None:
         bar.n = done
