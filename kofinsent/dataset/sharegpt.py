@@ -25,11 +25,12 @@ from pathlib import Path
 
 from .errors import DatasetConfigError, EmptyDatasetError
 from .export import atomic_write_text
+from ..prompts.direction import INSTRUCTION
 from .labels import DOWN, UP
 
-SEED_QUESTION = "주식 종목 토론방에 [제목]의 글이 올라온 다음 날, 주가는 어떻게 되었을까?"
-SEED_ANSWER_LINE = "[상승] 혹은 [하락] 중 하나로 답하여라."
-SEED_INSTRUCTION = SEED_QUESTION + "\n" + SEED_ANSWER_LINE
+# The seed 003 instruction, from the one place training and evaluation read it.
+SEED_INSTRUCTION = INSTRUCTION
+SEED_QUESTION = INSTRUCTION.split("\n")[0]
 JSON_ANSWER_LINE = (
     '{"reasoning": 문자열, "sentiment": -1.0(하락)부터 1.0(상승)까지의 수, "confidence": 0.0부터 1.0까지의 수} '
     "형식의 JSON 객체 하나로만 답하여라."

@@ -1,0 +1,24 @@
+"""Backends, looked up lazily by name so optional dependencies load only when used."""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .base import Backend, BackendError, Chat, GenOptions, Generation, MissingExtraError, Prompt
+
+REGISTRY: dict[str, str] = {
+    "hf": "kofinsent.backends.hf:HFBackend",
+    "llamacpp": "kofinsent.backends.llamacpp:LlamaCppBackend",
+    "ollama": "kofinsent.backends.ollama:OllamaBackend",
+}
+
+
+def get_backend(name: str, **kwargs: Any) -> Backend:
+    if name not in REGISTRY:
+        raise BackendError(f"unknown backend {name!r}; use one of: {', '.join(REGISTRY)}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(import_module(module), cls)(**kwargs)
+
+
+__all__ = ["Backend", "BackendError", "Chat", "GenOptions", "Generation", "MissingExtraError", "Prompt",
+           "REGISTRY", "get_backend"]
