@@ -96,6 +96,16 @@ class _Walker:
         self.job = job_key(source, code, rng)
         self.result = BackfillResult(code, source)
 
+    def saved_cursor(self, key: str) -> tuple[bool, object | None]:
+        """(already done, the cursor a killed crawl left under ``key``); marks the result accordingly."""
+        saved = self.store.progress(self.job)
+        if saved is None:
+            return False, None
+        state, done = saved
+        self.result.already_done = done
+        self.result.resumed = not done and state.get(key) is not None
+        return done, state.get(key) if self.result.resumed else None
+
     def commit(self, posts: list[Post], state: dict, done: bool, names: dict[str, str] | None = None) -> None:
         keep = [p for p in posts if p.posted_at in self.rng]
         self.result.stored += self.store.write_page(keep, self.job, state, done=done, names=names)
@@ -127,13 +137,11 @@ class ApiBackfill:
 
     def run(self) -> BackfillResult:
         w = self.walker
-        saved = w.store.progress(w.job)
-        if saved is not None and saved[1]:
-            w.result.already_done = True
+        done, cursor = w.saved_cursor("cursor")
+        if done:
             return w.result
-        if saved is not None and saved[0].get("cursor"):
-            w.result.resumed = True
-            return self._walk(self.fetch(saved[0]["cursor"]))
+        if cursor is not None:
+            return self._walk(self.fetch(str(cursor)))
         start = self._search()
         if start is None:
             w.commit([], {"cursor": None}, done=True)
@@ -247,13 +255,11 @@ class HtmlBackfill:
 
     def run(self) -> BackfillResult:
         w = self.walker
-        saved = w.store.progress(w.job)
-        if saved is not None and saved[1]:
-            w.result.already_done = True
+        done, page = w.saved_cursor("page")
+        if done:
             return w.result
-        if saved is not None and saved[0].get("page"):
-            w.result.resumed = True
-            return self._walk(int(saved[0]["page"]))
+        if page is not None:
+            return self._walk(int(page))
         first = self.fetch(1)
         if not first.posts:
             w.commit([], {"page": None}, done=True)
