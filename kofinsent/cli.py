@@ -5,6 +5,7 @@ import typer
 
 from crawler.cli import app as crawl_app
 from kofinsent.dataset.cli import app as dataset_app
+from kofinsent.eval_cli import register as register_eval
 
 app = typer.Typer(
     help="kofinsent: crawl Naver stock-forum titles, build labelled datasets, fine-tune and evaluate models.",
@@ -14,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(crawl_app, name="crawl")
 app.add_typer(dataset_app, name="dataset")
+register_eval(app)
 
 
 def main() -> None:

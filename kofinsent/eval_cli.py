@@ -1,0 +1,153 @@
+"""``kofinsent eval`` / ``baseline`` / ``compare``: thin typer wrappers over :mod:`kofinsent.evaluate`."""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+STARTED = time.perf_counter()
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    from .backends.base import BackendError
+    from .evaluate import EvalConfigError
+    from .runs import RunDirError
+
+    try:
+        yield
+    except (BackendError, EvalConfigError, RunDirError, FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="item", file=sys.stderr, disable=None, dynamic_ncols=True)
+    return bar
+
+
+def _print_metrics(m: dict) -> None:
+    acc = m.get("accuracy")
+    if acc is None:
+        return
+    lo, hi = m.get("accuracy_ci95") or (float("nan"), float("nan"))
+    line = f"n={m.get('n')} accuracy={acc:.3f} (95% CI {lo:.3f}-{hi:.3f})"
+    for key in ("macro_f1", "mcc", "invalid_rate", "valid_json_rate", "mean_sentiment", "sentiment_variance",
+                "items_per_s"):
+        if m.get(key) is not None:
+            line += f" {key}={m[key]:.3g}"
+    typer.echo(line)
+
+
+def eval_command(
+    backend: Annotated[str, typer.Option("--backend", help="hf, llamacpp or ollama.")],
+    model: Annotated[str, typer.Option("--model", help="HF path or hub id; GGUF path; Ollama model name.")],
+    data: Annotated[Path, typer.Option("--data", help="Test split, DIR/test.jsonl.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    method: Annotated[str, typer.Option("--method", help="loglikelihood, generate or sentiment.")] = "loglikelihood",
+    prompt: Annotated[str, typer.Option("--prompt", help="seed2shot, kshot or sentiment-json.")] = "seed2shot",
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter dir (hf).")] = None,
+    load_in_8bit: Annotated[bool, typer.Option("--load-in-8bit", help="8-bit base weights (bitsandbytes).")] = False,
+    load_in_4bit: Annotated[bool, typer.Option("--load-in-4bit", help="4-bit base weights (bitsandbytes).")] = False,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, float16, bfloat16 (hf).")] = "auto",
+    train: Annotated[Optional[Path], typer.Option("--train", help="Train split for kshot examples.")] = None,
+    shots: Annotated[int, typer.Option("--shots", help="K for --prompt kshot (0, 5, 10, 50).")] = 0,
+    fewshot_seeds: Annotated[str, typer.Option("--fewshot-seeds", help="Comma-separated seeds.")] = "1,2,3",
+    iterations: Annotated[int, typer.Option("--iterations", help="Repeats per item (sentiment).")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    host: Annotated[Optional[str], typer.Option("--host", help="Ollama server URL.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Sentiment: schema (constrained) or free.")] = "schema",
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed (sent with every request).")] = 0,
+    no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Plain lm-eval-style path.")] = False,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N test items.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
+) -> None:
+    """Evaluate one model on the test split; writes config.json, predictions.jsonl and metrics.json to --out."""
+    with _errors():
+        from .evaluate import EvalConfig, evaluate, load_items
+
+        try:
+            seeds = [int(s) for s in fewshot_seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--fewshot-seeds must be comma-separated integers, got {fewshot_seeds!r}") from None
+        cfg = EvalConfig(backend=backend, model=model, data=str(data), out=str(out), method=method, prompt=prompt,
+                         adapter=adapter, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit, dtype=dtype,
+                         train=str(train) if train else None, shots=shots, fewshot_seeds=seeds,
+                         iterations=iterations, batch_size=batch_size, host=host, format=fmt, seed=seed,
+                         prefix_cache=not no_prefix_cache, max_new_tokens=max_new_tokens, limit=limit,
+                         overwrite=overwrite)
+        cfg.validate()
+        n = len(load_items(cfg.data, cfg.limit))
+        per_prompt = len(seeds) if prompt == "kshot" else 1
+        total = n * (iterations if method == "sentiment" else per_prompt)
+        bar = _progress(total, f"eval {backend}:{Path(model).name}")
+        try:
+            metrics = evaluate(cfg, progress=bar.update)
+        finally:
+            bar.close()
+        metrics["wall_s"] = time.perf_counter() - STARTED
+        from .runs import write_json
+
+        write_json(Path(out) / "metrics.json", metrics)
+        _print_metrics(metrics)
+        typer.echo(f"-> {out}")
+
+
+def baseline_command(
+    train: Annotated[Path, typer.Option("--train", help="DIR/train.jsonl")],
+    test: Annotated[Path, typer.Option("--test", help="DIR/test.jsonl")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory; one subdirectory per baseline.")],
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+) -> None:
+    """Majority class and TF-IDF + logistic regression (Kiwi morphemes, character n-grams)."""
+    with _errors():
+        from .baselines import run_baselines
+        from .evaluate import load_items
+        from .runs import RunDir, sha256_file
+
+        train_items, test_items = load_items(train), load_items(test)
+        results = run_baselines(train_items, test_items, seed)
+        for name, res in results.items():
+            run = RunDir(Path(out) / name, overwrite=overwrite)
+            run.write_config({"baseline": name, "train": str(train), "test": str(test), "seed": seed,
+                              "train_sha256": sha256_file(train), "test_sha256": sha256_file(test)}, {"seed": seed})
+            run.write_predictions(res["predictions"])
+            run.write_metrics(res["metrics"])
+            typer.echo(f"{name}: ", nl=False)
+            _print_metrics(res["metrics"])
+        typer.echo(f"-> {out}")
+
+
+def compare_command(
+    run_a: Annotated[Path, typer.Argument(help="First run directory.")],
+    run_b: Annotated[Path, typer.Argument(help="Second run directory (same test items).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write compare.json "
+                                                               "(default: RUN_B/compare.json).")] = None,
+) -> None:
+    """Paired tests between two runs on the same items: McNemar; for sentiment runs Brown–Forsythe and Welch."""
+    with _errors():
+        from .compare import compare_runs
+        from .runs import write_json
+
+        result = compare_runs(run_a, run_b)
+        path = out or Path(run_b) / "compare.json"
+        write_json(path, result)
+        for key in ("n_paired", "mcnemar_p", "levene_p", "welch_p", "levene_p_holm", "welch_p_holm"):
+            if result.get(key) is not None:
+                typer.echo(f"{key} = {result[key]:.4g}")
+        typer.echo(f"-> {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
+    app.command("baseline")(baseline_command)
+    app.command("compare")(compare_command)

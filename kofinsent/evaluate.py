@@ -1,0 +1,277 @@
+"""The shared evaluator: every model runs on the same test items and is measured the same way.
+
+Modes:
+- ``loglikelihood``: the answer is the argmax of the summed log-probs of " [상승]" / " [하락]" after the prompt
+  (also length-normalised, by the continuation's UTF-8 bytes as lm-evaluation-harness's acc_norm).
+- ``generate``: the seed's way — greedy generation; the first ``[상승]``/``[하락]`` in the output is the answer,
+  anything else is *invalid* and counted, never mapped to a class.
+- ``sentiment``: the seed 000 JSON sentiment chat, ``iterations`` times per item; strict JSON validity; sentiment > 0
+  -> ``[상승]``, < 0 -> ``[하락]``, 0 -> abstain.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backends import Backend, GenOptions, get_backend
+from .prompts.direction import CONTINUATIONS, LABELS, DirectionPrompt, kshot, seed2shot
+from .runs import RunDir, read_jsonl, sha256_file
+
+METHODS = ("loglikelihood", "generate", "sentiment")
+PROMPTS = ("seed2shot", "kshot", "sentiment-json")
+
+
+class EvalConfigError(ValueError):
+    """An evaluation setting that cannot work (named in the message)."""
+
+
+@dataclass
+class EvalConfig:
+    backend: str
+    model: str
+    data: str
+    out: str
+    method: str = "loglikelihood"
+    prompt: str = "seed2shot"
+    adapter: str | None = None
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
+    dtype: str = "auto"
+    train: str | None = None
+    shots: int = 0
+    fewshot_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    balanced_shots: bool = True
+    iterations: int = 1
+    batch_size: int = 16
+    host: str | None = None
+    format: str = "schema"          # sentiment: "schema" (format = the reply's JSON schema) or "free"
+    seed: int = 0
+    prefix_cache: bool = True
+    max_new_tokens: int | None = None  # default: 8 for generate, 1024 for sentiment
+    temperature: float | None = None   # default: 0 (greedy) for generate, 0.2 for sentiment (seed 000)
+    limit: int | None = None           # first N test items only (smoke runs)
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise EvalConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.prompt not in PROMPTS:
+            raise EvalConfigError(f"--prompt must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
+        if (self.method == "sentiment") != (self.prompt == "sentiment-json"):
+            raise EvalConfigError("--method sentiment goes with --prompt sentiment-json (and only with it), got "
+                                  f"--method {self.method} --prompt {self.prompt}")
+        if self.prompt == "kshot" and self.train is None:
+            raise EvalConfigError("--prompt kshot draws its examples from --train DIR/train.jsonl; none given")
+        if self.prompt == "kshot" and not self.fewshot_seeds:
+            raise EvalConfigError("--fewshot-seeds is empty")
+        if self.shots < 0 or self.iterations < 1 or self.batch_size < 1:
+            raise EvalConfigError(f"need --shots >= 0, --iterations >= 1, --batch-size >= 1; got {self.shots}, "
+                                  f"{self.iterations}, {self.batch_size}")
+        if self.format not in ("schema", "free"):
+            raise EvalConfigError(f"--format must be schema or free, got {self.format!r}")
+        if not Path(self.data).is_file():
+            raise EvalConfigError(f"--data {self.data} is not a file")
+
+
+def load_items(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Test records (id, title, label) from a dataset JSONL; a record without them is an error with its line."""
+    items = []
+    for i, r in enumerate(read_jsonl(path), 1):
+        missing = [k for k in ("id", "title", "label") if k not in r]
+        if missing:
+            raise EvalConfigError(f"{path}:{i}: record lacks {', '.join(missing)}")
+        if r["label"] not in LABELS:
+            raise EvalConfigError(f"{path}:{i}: label {r['label']!r} is not one of {LABELS}")
+        items.append(r)
+        if limit is not None and len(items) >= limit:
+            break
+    if not items:
+        raise EvalConfigError(f"{path} holds no test items")
+    return items
+
+
+def make_backend(cfg: EvalConfig) -> Backend:
+    kw: dict[str, Any] = {"model": cfg.model}
+    if cfg.backend == "hf":
+        kw.update(adapter=cfg.adapter, load_in_8bit=cfg.load_in_8bit, load_in_4bit=cfg.load_in_4bit,
+                  dtype=cfg.dtype, batch_size=cfg.batch_size, prefix_cache=cfg.prefix_cache)
+    elif cfg.adapter or cfg.load_in_8bit or cfg.load_in_4bit:
+        raise EvalConfigError(f"--adapter / --load-in-8bit / --load-in-4bit apply to --backend hf, not {cfg.backend}")
+    if cfg.backend == "llamacpp":
+        kw.update(seed=cfg.seed, prefix_cache=cfg.prefix_cache)
+    if cfg.backend == "ollama":
+        kw.update(seed=cfg.seed, format=cfg.format)
+        if cfg.host:
+            kw["host"] = cfg.host
+    return get_backend(cfg.backend, **kw)
+
+
+def _batches(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def first_label(text: str) -> str | None:
+    """The first ``[상승]``/``[하락]`` in a generation, or None (invalid)."""
+    hits = [(text.find(label), label) for label in LABELS if label in text]
+    return min(hits)[1] if hits else None
+
+
+Progress = Callable[[int], None]
+
+
+def _noop(n: int) -> None:
+    return None
+
+
+# -- the three modes ---------------------------------------------------------------------------------------------
+def score_loglikelihood(backend: Backend, prompt: DirectionPrompt, items: Sequence[dict[str, Any]],
+                        progress: Progress = _noop, chunk: int = 256) -> tuple[list[dict[str, Any]], float]:
+    """Per-item records and the scoring seconds (first tokenization to last score)."""
+    if not backend.supports_loglikelihood:
+        raise EvalConfigError(f"backend {backend.name!r} cannot score log-likelihoods; use --method generate")
+    records: list[dict[str, Any]] = []
+    seconds = 0.0
+    norms = [len(c.encode("utf-8")) for c in CONTINUATIONS]
+    for part in _batches(items, chunk):
+        contexts = [prompt.context(it["title"]) for it in part]
+        requests = [(ctx, c) for ctx in contexts for c in CONTINUATIONS]
+        t0 = time.perf_counter()
+        scores = backend.loglikelihood(requests)
+        dt = time.perf_counter() - t0
+        seconds += dt
+        k = len(CONTINUATIONS)
+        for j, (it, ctx) in enumerate(zip(part, contexts)):
+            ll = scores[j * k:(j + 1) * k]
+            ll_norm = [s / b for s, b in zip(ll, norms)]
+            records.append({
+                "id": it["id"], "title": it["title"], "gold": it["label"],
+                "pred": LABELS[max(range(k), key=lambda i: ll[i])],
+                "pred_norm": LABELS[max(range(k), key=lambda i: ll_norm[i])],
+                "context": ctx, "continuations": list(CONTINUATIONS), "loglik": ll, "loglik_norm": ll_norm,
+                "valid": True, "seconds": dt / len(part),
+            })
+        progress(len(part))
+    return records, seconds
+
+
+def run_generate(backend: Backend, prompt: DirectionPrompt, items: Sequence[dict[str, Any]], options: GenOptions,
+                 batch_size: int, progress: Progress = _noop) -> tuple[list[dict[str, Any]], float]:
+    records: list[dict[str, Any]] = []
+    seconds = 0.0
+    for part in _batches(items, batch_size):
+        contexts = [prompt.context(it["title"]) for it in part]
+        t0 = time.perf_counter()
+        gens = backend.generate(contexts, options)
+        seconds += time.perf_counter() - t0
+        for it, ctx, g in zip(part, contexts, gens):
+            pred = first_label(g.text)
+            records.append({"id": it["id"], "title": it["title"], "gold": it["label"], "pred": pred,
+                            "context": ctx, "output": g.text, "valid": pred is not None, "seconds": g.seconds,
+                            "meta": g.meta})
+        progress(len(part))
+    return records, seconds
+
+
+def run_sentiment(backend: Backend, items: Sequence[dict[str, Any]], options: GenOptions, iterations: int,
+                  batch_size: int, progress: Progress = _noop) -> tuple[list[dict[str, Any]], float]:
+    from .prompts.sentiment import direction, parse_lenient, parse_strict, sentiment_chat
+
+    records: list[dict[str, Any]] = []
+    seconds = 0.0
+    for it_no in range(iterations):
+        # A different, recorded seed per iteration: the seed 000 study measured variation across repeated runs.
+        opts = GenOptions(**{**asdict(options), "seed": options.seed + it_no})
+        for part in _batches(items, batch_size):
+            chats = [sentiment_chat(it["title"]) for it in part]
+            t0 = time.perf_counter()
+            gens = backend.generate(chats, opts)
+            seconds += time.perf_counter() - t0
+            for it, chat, g in zip(part, chats, gens):
+                strict, lenient = parse_strict(g.text), parse_lenient(g.text)
+                server = g.meta.get("total_duration")
+                records.append({
+                    "id": it["id"], "title": it["title"], "gold": it["label"], "iteration": it_no,
+                    "seed": opts.seed, "context": chat, "raw": g.text, "valid": strict is not None,
+                    "lenient_valid": lenient is not None,
+                    "sentiment": strict.sentiment if strict else None,
+                    "confidence": strict.confidence if strict else None,
+                    "reasoning": strict.reasoning if strict else None,
+                    "pred": direction(strict) if strict else None,
+                    "seconds": g.seconds, "server_seconds": server / 1e9 if server else None, "meta": g.meta,
+                })
+            progress(len(part))
+    return records, seconds
+
+
+# -- the whole evaluation ----------------------------------------------------------------------------------------
+def prompts_for(cfg: EvalConfig) -> list[DirectionPrompt]:
+    if cfg.prompt == "seed2shot":
+        return [seed2shot()]
+    train = [(r["title"], r["label"]) for r in load_items(cfg.train)]  # type: ignore[arg-type]
+    return [kshot(train, cfg.shots, s, balanced=cfg.balanced_shots) for s in cfg.fewshot_seeds]
+
+
+def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress = _noop) -> dict[str, Any]:
+    """Run the evaluation described by ``cfg`` and write ``cfg.out``: config.json, environment.json,
+    predictions.jsonl and metrics.json. Returns the metrics."""
+    from . import metrics as M
+
+    t_start = time.perf_counter()
+    cfg.validate()
+    items = load_items(cfg.data, cfg.limit)
+    prompts = prompts_for(cfg) if cfg.method != "sentiment" else []
+    run = RunDir(cfg.out, overwrite=cfg.overwrite)  # refuses another run's directory before the model loads
+    backend = backend or make_backend(cfg)  # an unreachable server or a bad path fails here, before any item
+    seeds = {"seed": cfg.seed, "fewshot_seeds": cfg.fewshot_seeds if cfg.prompt == "kshot" else None}
+    run.write_config({**asdict(cfg), "n_items": len(items), "data_sha256": sha256_file(cfg.data)}, seeds)
+
+    records: list[dict[str, Any]] = []
+    scoring_s = 0.0
+    per_prompt: dict[str, dict[str, Any]] = {}
+    for prompt in prompts:
+        if cfg.method == "loglikelihood":
+            recs, secs = score_loglikelihood(backend, prompt, items, progress)
+        else:
+            opts = GenOptions(max_new_tokens=cfg.max_new_tokens or 8, temperature=cfg.temperature or 0.0,
+                              seed=cfg.seed)
+            recs, secs = run_generate(backend, prompt, items, opts, cfg.batch_size, progress)
+        for r in recs:
+            r["prompt"], r["fewshot_seed"] = prompt.name, prompt.seed
+        per_prompt[f"{prompt.name}" + (f"/seed{prompt.seed}" if prompt.seed is not None else "")] = \
+            M.classification_metrics([r["gold"] for r in recs], [r["pred"] for r in recs])
+        records += recs
+        scoring_s += secs
+    if cfg.method == "sentiment":
+        from .prompts.sentiment import json_schema
+
+        temperature = 0.2 if cfg.temperature is None else cfg.temperature
+        opts = GenOptions(max_new_tokens=cfg.max_new_tokens or 1024, temperature=temperature, seed=cfg.seed,
+                          json_schema=json_schema() if cfg.format == "schema" else None)
+        records, scoring_s = run_sentiment(backend, items, opts, cfg.iterations, cfg.batch_size, progress)
+
+    run.write_predictions(records)
+    if cfg.method == "sentiment":
+        result = M.sentiment_metrics(records)
+    else:
+        result = M.classification_metrics([r["gold"] for r in records], [r["pred"] for r in records])
+        if cfg.method == "loglikelihood":
+            norm = M.classification_metrics([r["gold"] for r in records], [r["pred_norm"] for r in records])
+            result.update({f"{k}_norm": norm[k] for k in ("accuracy", "accuracy_ci95", "macro_f1", "mcc")})
+        if len(per_prompt) > 1:
+            result["per_prompt"] = per_prompt
+            result["fewshot_accuracy"] = M.seed_summary([m["accuracy"] for m in per_prompt.values()])
+    n_scored = len(records)
+    result.update({
+        "method": cfg.method, "prompt": cfg.prompt, "shots": cfg.shots if cfg.prompt == "kshot" else None,
+        "n_items": len(items), "n_scored": n_scored,
+        "items_per_s": n_scored / scoring_s if scoring_s > 0 else None,
+        "scoring_s": scoring_s, "wall_s": time.perf_counter() - t_start,
+        "context_exceeded": getattr(backend, "context_exceeded", None),
+        "backend": backend.identity(), "seeds": seeds,
+    })
+    run.write_metrics(result)
+    return result

@@ -1,0 +1,167 @@
+"""The seed 000 JSON sentiment prompt (LLaMA-3 via Ollama), reworded, with its five examples as real chat turns.
+
+Seed 000 sent its worked examples once and threw the reply away, so they never reached the model; here every request
+is ``[system, (user, assistant) x 5, user(title)]``. Validity is strict (see ``parse_strict``): the reply exactly as
+sent must be one JSON object with ``reasoning``, ``sentiment`` in [-1, 1] and ``confidence`` in [0, 1], nothing else.
+``parse_lenient`` (fences / prose stripped) exists to be reported under its own key, never in place of the strict one.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..backends.base import Chat
+from .direction import LABELS
+
+SYSTEM_PROMPT = """\
+You are an expert AI assistant for sentiment analysis of financial text: news articles, headlines and posts from \
+investor forums. Classify every article you are given and answer with your analysis in the JSON format below:
+{
+    "reasoning": {
+      "type": "string",
+      "description": "A brief explanation of the reasoning that led to the numeric sentiment value",
+      "required": true
+    },
+    "sentiment": {
+      "type": "number",
+      "description": "The article's sentiment as a floating-point number rounded to two decimal places, from -1.0 \
+(negative) to 1.0 (positive), where 0.0 is neutral",
+      "required": true
+    },
+    "confidence": {
+      "type": "number",
+      "description": "How confident you are in your analysis, as a floating-point number rounded to two decimal \
+places, from 0.0 (not confident at all) to 1.0 (fully confident)",
+      "required": true
+    }
+}
+
+Each article arrives wrapped in XML tags: <article>ARTICLE</article>
+
+Read the article closely and judge what it implies for the share price of the company it concerns.
+1. In "reasoning", first explain your judgement: name the points of the article that drive the sentiment and how \
+you expect them to move the stock price.
+2. In "sentiment", give a score from -1.0 (most negative) through 0.0 (neutral) to 1.0 (most positive) that reflects \
+how positive or negative the sentiment is. If no conclusion can be drawn, give 0.0.
+3. In "confidence", say how sure you are of that sentiment score: 1.0 when you are very sure, 0.0 when you are in \
+doubt.
+
+Always answer with one valid JSON object that follows this format and nothing else: no other text or messages, no \
+Markdown, no code fences. Do not change the format in any way; this matters to our company."""
+
+# Seed 000's five worked examples, reworded; sentiments and confidences as in the seed.
+EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("<article>NVDA shares climb 5% after the company beats earnings expectations.</article>",
+     {"reasoning": "The article reports earnings above expectations, which tends to lift investor confidence and "
+                   "so is likely to push NVDA's share price higher.",
+      "sentiment": 0.75, "confidence": 0.9}),
+    ("<article>Falling oil prices could weigh on NVDA: analysts expect the stock to drop 5% because of the "
+     "company's exposure to the energy sector.</article>",
+     {"reasoning": "The article points to a possible negative effect of lower oil prices on NVDA's stock, which "
+                   "could erode investor confidence.",
+      "sentiment": -0.25, "confidence": 0.8}),
+    ("<article>Apple's much-hyped AR glasses missed their expected sales targets after launch.</article>",
+     {"reasoning": "Despite the innovative product, missing the sales targets may draw a negative market reaction "
+                   "and could lower the value of Apple's shares.",
+      "sentiment": -0.5, "confidence": 0.6}),
+    ("<article>Boeing wins a $5 billion order for new aircraft from Emirates, pointing to strong future "
+     "revenue.</article>",
+     {"reasoning": "A contract this large signals solid future revenue for Boeing and is likely to improve investor "
+                   "sentiment and the value of its stock.",
+      "sentiment": 0.85, "confidence": 0.9}),
+    ("Judge the sentiment toward Tesla's stock value in the article below:\n"
+     "<article>Tesla recalls 100,000 vehicles over safety concerns.</article>",
+     {"reasoning": "A large safety recall may hurt Tesla's brand and is expected to weigh on investor confidence, so "
+                   "the stock is likely to lose value.",
+      "sentiment": -0.65, "confidence": 0.7}),
+)
+
+
+def reply_json(reply: dict[str, Any]) -> str:
+    """The exact assistant text of an example: indented like the seed's examples, Korean kept as is."""
+    return json.dumps(reply, ensure_ascii=False, indent=2)
+
+
+def user_message(title: str) -> str:
+    return f"<article>{title}</article>"
+
+
+def sentiment_chat(title: str) -> Chat:
+    """``[system, (user, assistant) x 5, user(title)]`` — 12 messages."""
+    chat: Chat = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for user, reply in EXAMPLES:
+        chat.append({"role": "user", "content": user})
+        chat.append({"role": "assistant", "content": reply_json(reply)})
+    chat.append({"role": "user", "content": user_message(title)})
+    return chat
+
+
+class SentimentReply(BaseModel):
+    """One reply. Strict: no coercion ("0.5" or true is not a number), no extra keys, no NaN / infinity.
+
+    The prompt asks for two decimals; that is not enforced, since JSON numbers carry no rounding contract and the
+    seed's pydantic check did not enforce it either.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reasoning: str = Field(description="Brief explanation of the reasoning behind the sentiment value")
+    sentiment: float = Field(ge=-1.0, le=1.0, allow_inf_nan=False,
+                             description="Sentiment from -1.0 (negative) to 1.0 (positive), 0.0 neutral")
+    confidence: float = Field(ge=0.0, le=1.0, allow_inf_nan=False,
+                              description="Confidence from 0.0 (none) to 1.0 (full)")
+
+
+def json_schema() -> dict[str, Any]:
+    """What constrained decoding gets (Ollama ``format=``, llama.cpp's JSON schema)."""
+    return SentimentReply.model_json_schema()
+
+
+def _validate(obj: Any) -> SentimentReply | None:
+    if not isinstance(obj, dict):
+        return None
+    try:
+        return SentimentReply.model_validate(obj)
+    except ValidationError:
+        return None
+
+
+def parse_strict(raw: str) -> SentimentReply | None:
+    """The reply exactly as sent must be one JSON object pydantic accepts (surrounding whitespace is fine: it is
+    valid JSON). Fences, prose, out-of-range values, missing or extra keys -> None."""
+    try:
+        return _validate(json.loads(raw))
+    except (json.JSONDecodeError, TypeError, RecursionError):
+        return None
+
+
+_FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
+
+
+def parse_lenient(raw: str) -> SentimentReply | None:
+    """Strict, else the content of the first Markdown code fence, else the first ``{...}`` in the text that parses
+    as a JSON object. Only the wrapping is forgiven: the object itself must still pass the same model."""
+    if (reply := parse_strict(raw)) is not None:
+        return reply
+    for fenced in _FENCE.findall(raw):
+        if (reply := parse_strict(fenced)) is not None:
+            return reply
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", raw):
+        try:
+            obj, _ = decoder.raw_decode(raw, match.start())
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if isinstance(obj, dict):
+            return _validate(obj)  # the first object is the answer; a later one is not searched for
+    return None
+
+
+def direction(reply: SentimentReply | None) -> str | None:
+    """sentiment > 0 -> "[상승]", < 0 -> "[하락]", exactly 0 (the prompt's "no conclusion") or no reply -> None."""
+    if reply is None or reply.sentiment == 0:
+        return None
+    return LABELS[0] if reply.sentiment > 0 else LABELS[1]
