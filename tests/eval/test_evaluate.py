@@ -221,11 +221,9 @@ def test_baselines_command(splits, tmp_path):
         assert metrics["accuracy"] == pytest.approx(sum(p["pred"] == p["gold"] for p in preds) / 24)
 
 
-def test_llamacpp_gguf_run_matches_transformers(tiny_llama_dir, splits, tmp_path, tmp_path_factory):
-    from .gguf_helpers import tiny_gguf_path
-
+def test_llamacpp_gguf_run_matches_transformers(tiny_llama_dir, tiny_gguf_f32, splits, tmp_path):
     _, test = splits
-    gguf = tiny_gguf_path(tiny_llama_dir, tmp_path_factory)
+    gguf = tiny_gguf_f32
     runs = {}
     for backend, model in (("llamacpp", gguf), ("hf", tiny_llama_dir)):
         out = tmp_path / backend

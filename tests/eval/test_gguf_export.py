@@ -22,21 +22,11 @@ TEXTS = (
 
 
 @pytest.fixture(scope="session")
-def hf_dir(tiny_llama_dir: Path) -> Path:
-    return tiny_llama_dir
-
-
-@pytest.fixture(scope="session")
-def gguf_f32(hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_gguf_path(hf_dir, tmp_path_factory, "f32")
-
-
-@pytest.fixture(scope="session")
-def hf(hf_dir: Path):
+def hf(tiny_llama_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    return model, AutoTokenizer.from_pretrained(hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_llama_dir)
 
 
 def _load(path: Path, **kw):
@@ -59,11 +49,11 @@ def test_permute_turns_half_split_rotary_rows_into_interleaved_pairs() -> None:
     assert _permute(np.arange(4.0)[:, None], n_head=2).ravel().tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
-def test_metadata_tokenizer_and_tensor_names(hf, hf_dir: Path, gguf_f32: Path) -> None:
+def test_metadata_tokenizer_and_tensor_names(hf, tiny_llama_dir: Path, tiny_gguf_f32: Path) -> None:
     from gguf import GGUFReader, GGMLQuantizationType
 
-    cfg = json.loads((hf_dir / "config.json").read_text())
-    r = GGUFReader(gguf_f32)
+    cfg = json.loads((tiny_llama_dir / "config.json").read_text())
+    r = GGUFReader(tiny_gguf_f32)
 
     def val(key: str):
         return r.fields[key].contents()
@@ -81,7 +71,7 @@ def test_metadata_tokenizer_and_tensor_names(hf, hf_dir: Path, gguf_f32: Path) -
     assert val("llama.attention.layer_norm_rms_epsilon") == pytest.approx(cfg["rms_norm_eps"])
     assert val("llama.vocab_size") == cfg["vocab_size"]
 
-    tok = json.loads((hf_dir / "tokenizer.json").read_text())
+    tok = json.loads((tiny_llama_dir / "tokenizer.json").read_text())
     assert val("tokenizer.ggml.model") == "gpt2"
     assert val("tokenizer.ggml.pre") == "gpt-2"
     tokens = val("tokenizer.ggml.tokens")
@@ -105,9 +95,9 @@ def test_metadata_tokenizer_and_tensor_names(hf, hf_dir: Path, gguf_f32: Path) -
     assert all(t.tensor_type == GGMLQuantizationType.F32 for t in r.tensors)
 
 
-def test_tokenization_matches_the_hf_tokenizer(hf, gguf_f32: Path) -> None:
+def test_tokenization_matches_the_hf_tokenizer(hf, tiny_gguf_f32: Path) -> None:
     _, tok = hf
-    llm = _load(gguf_f32, vocab_only=True)
+    llm = _load(tiny_gguf_f32, vocab_only=True)
     try:
         for text in (*TEXTS, "  leading and   inner spaces\n\n", "1234567 NAVER POSCO", "ㅋㅋㅋ 😀 é"):
             assert llm.tokenize(text.encode(), add_bos=True, special=True) == tok(text)["input_ids"], text
@@ -115,9 +105,9 @@ def test_tokenization_matches_the_hf_tokenizer(hf, gguf_f32: Path) -> None:
         llm.close()
 
 
-def test_logits_match_transformers(hf, gguf_f32: Path) -> None:
+def test_logits_match_transformers(hf, tiny_gguf_f32: Path) -> None:
     model, tok = hf
-    llm = _load(gguf_f32)
+    llm = _load(tiny_gguf_f32)
     try:
         worst = 0.0
         for text in TEXTS:
@@ -131,9 +121,9 @@ def test_logits_match_transformers(hf, gguf_f32: Path) -> None:
         llm.close()
 
 
-def test_greedy_tokens_match_transformers(hf, gguf_f32: Path) -> None:
+def test_greedy_tokens_match_transformers(hf, tiny_gguf_f32: Path) -> None:
     model, tok = hf
-    llm = _load(gguf_f32)
+    llm = _load(tiny_gguf_f32)
     try:
         for text in TEXTS:
             ids = tok(text)["input_ids"]
@@ -150,10 +140,10 @@ def test_greedy_tokens_match_transformers(hf, gguf_f32: Path) -> None:
         llm.close()
 
 
-def test_f16_export_keeps_norms_f32_and_stays_close(hf, hf_dir: Path, tmp_path_factory) -> None:
+def test_f16_export_keeps_norms_f32_and_stays_close(hf, tiny_llama_dir: Path, tmp_path_factory) -> None:
     from gguf import GGUFReader, GGMLQuantizationType
 
-    path = tiny_gguf_path(hf_dir, tmp_path_factory, "f16")
+    path = tiny_gguf_path(tiny_llama_dir, tmp_path_factory, "f16")
     r = GGUFReader(path)
     assert r.fields["general.file_type"].contents() == 1
     for t in r.tensors:
@@ -170,9 +160,9 @@ def test_f16_export_keeps_norms_f32_and_stays_close(hf, hf_dir: Path, tmp_path_f
     assert (np.asarray(diff).mean()) < 0.02
 
 
-def test_refuses_what_it_cannot_write(hf_dir: Path, tmp_path: Path) -> None:
+def test_refuses_what_it_cannot_write(tiny_llama_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="quantized"):
-        write_llama_gguf(hf_dir, tmp_path / "x.gguf", dtype="q4_k_m")
+        write_llama_gguf(tiny_llama_dir, tmp_path / "x.gguf", dtype="q4_k_m")
     other = tmp_path / "neox"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"]}))
@@ -180,7 +170,7 @@ def test_refuses_what_it_cannot_write(hf_dir: Path, tmp_path: Path) -> None:
         write_llama_gguf(other, tmp_path / "y.gguf")
     scaled = tmp_path / "scaled"
     scaled.mkdir()
-    cfg = json.loads((hf_dir / "config.json").read_text())
+    cfg = json.loads((tiny_llama_dir / "config.json").read_text())
     cfg["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0}
     (scaled / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="rope"):

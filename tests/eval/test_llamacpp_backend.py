@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kofinsent.backends import BackendError, GenOptions, MissingExtraError, get_backend
 
-from .gguf_helpers import tiny_gguf_path
 
 pytest.importorskip("llama_cpp")
 torch = pytest.importorskip("torch")
@@ -47,29 +46,19 @@ class ReplyShape(BaseModel):
     confidence: float
 
 
-@pytest.fixture(scope="session")
-def hf_dir(tiny_llama_dir: Path) -> Path:
-    return tiny_llama_dir
-
-
-@pytest.fixture(scope="session")
-def gguf(hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_gguf_path(hf_dir, tmp_path_factory, "f32")
-
-
 @pytest.fixture(scope="module")
-def backend(gguf: Path):
-    be = get_backend("llamacpp", model=str(gguf), n_ctx=512)
+def backend(tiny_gguf_f32: Path):
+    be = get_backend("llamacpp", model=str(tiny_gguf_f32), n_ctx=512)
     yield be
     be.close()
 
 
 @pytest.fixture(scope="session")
-def hf(hf_dir: Path):
+def hf(tiny_llama_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return (AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval(),
-            AutoTokenizer.from_pretrained(hf_dir))
+    return (AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval(),
+            AutoTokenizer.from_pretrained(tiny_llama_dir))
 
 
 def hf_loglikelihood(model, tok, context: str, continuation: str) -> float:
@@ -99,11 +88,11 @@ def test_loglikelihood_matches_transformers(backend, hf) -> None:
         assert (got[i] > got[i + 1]) == (want[i] > want[i + 1])
 
 
-def test_prefix_reuse_equals_scoring_each_request_from_scratch(backend, gguf: Path) -> None:
+def test_prefix_reuse_equals_scoring_each_request_from_scratch(backend, tiny_gguf_f32: Path) -> None:
     before = backend.tokens_evaluated
     cached = backend.loglikelihood(PAIRS)
     run = backend.tokens_evaluated - before
-    plain_backend = get_backend("llamacpp", model=str(gguf), n_ctx=512, prefix_cache=False)
+    plain_backend = get_backend("llamacpp", model=str(tiny_gguf_f32), n_ctx=512, prefix_cache=False)
     try:
         plain = plain_backend.loglikelihood(PAIRS)
         full = plain_backend.tokens_evaluated
@@ -119,8 +108,8 @@ def test_results_keep_request_order_and_repeat(backend) -> None:
     assert reversed_scores[::-1] == pytest.approx(backend.loglikelihood(PAIRS), abs=1e-9)
 
 
-def test_too_long_context_is_left_truncated_and_counted(gguf: Path) -> None:
-    be = get_backend("llamacpp", model=str(gguf), n_ctx=32)
+def test_too_long_context_is_left_truncated_and_counted(tiny_gguf_f32: Path) -> None:
+    be = get_backend("llamacpp", model=str(tiny_gguf_f32), n_ctx=32)
     try:
         (score,) = be.loglikelihood([(PREFIX * 4, " [상승]")])
         assert be.context_exceeded == 1 and score < 0
@@ -200,11 +189,11 @@ def _range_errors(obj: dict) -> list[dict]:
     return []
 
 
-def test_identity_names_the_file_and_its_metadata(backend, gguf: Path) -> None:
+def test_identity_names_the_file_and_its_metadata(backend, tiny_gguf_f32: Path) -> None:
     ident = backend.identity()
-    assert ident["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
-    assert ident["size"] == gguf.stat().st_size
-    assert ident["model"] == str(gguf.resolve())
+    assert ident["sha256"] == hashlib.sha256(tiny_gguf_f32.read_bytes()).hexdigest()
+    assert ident["size"] == tiny_gguf_f32.stat().st_size
+    assert ident["model"] == str(tiny_gguf_f32.resolve())
     assert (ident["architecture"], ident["file_type"]) == ("llama", 0)
     assert ident["name"] and ident["llama_cpp_python"]
     assert backend.supports_chat and backend.supports_loglikelihood
@@ -216,19 +205,19 @@ def test_unknown_generation_option_is_a_backend_error(backend) -> None:
 
 
 def test_missing_gguf_is_named(tmp_path: Path) -> None:
-    missing = tmp_path / "nope.gguf"
-    with pytest.raises(BackendError, match="nope.gguf"):
+    missing = tmp_path / "nope.tiny_gguf_f32"
+    with pytest.raises(BackendError, match="nope.tiny_gguf_f32"):
         get_backend("llamacpp", model=str(missing))
 
 
 def test_unloadable_file_is_a_backend_error(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.gguf"
-    bad.write_bytes(b"not a gguf")
+    bad = tmp_path / "bad.tiny_gguf_f32"
+    bad.write_bytes(b"not a tiny_gguf_f32")
     with pytest.raises(BackendError, match="could not load"):
         get_backend("llamacpp", model=str(bad))
 
 
-def test_missing_llama_cpp_names_the_extra(monkeypatch: pytest.MonkeyPatch, gguf: Path) -> None:
+def test_missing_llama_cpp_names_the_extra(monkeypatch: pytest.MonkeyPatch, tiny_gguf_f32: Path) -> None:
     real_import = builtins.__import__
 
     def no_llama_cpp(name, *args, **kwargs):
@@ -237,15 +226,15 @@ def test_missing_llama_cpp_names_the_extra(monkeypatch: pytest.MonkeyPatch, gguf
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_llama_cpp)
-    with pytest.raises(MissingExtraError, match=r"llama-cpp-python.*kofinsent\[gguf\]"):
-        get_backend("llamacpp", model=str(gguf))
+    with pytest.raises(MissingExtraError, match=r"llama-cpp-python.*kofinsent\[tiny_gguf_f32\]"):
+        get_backend("llamacpp", model=str(tiny_gguf_f32))
 
 
-def test_generation_after_scoring_a_shorter_cached_prefix_equals_a_fresh_start(gguf: Path) -> None:
+def test_generation_after_scoring_a_shorter_cached_prefix_equals_a_fresh_start(tiny_gguf_f32: Path) -> None:
     # Scoring a request whose tokens are a prefix of the previous one runs nothing; generating from exactly those
     # tokens next must not sample from the longer sequence's last logits. Special tokens as continuations keep the
     # token boundaries fixed: encode(P + "<|eot_id|>") == encode(P) + [eot].
-    be = get_backend("llamacpp", model=str(gguf), n_ctx=256)
+    be = get_backend("llamacpp", model=str(tiny_gguf_f32), n_ctx=256)
     prompt = f"{PREFIX}[제목]: {TITLES[0]}"
     try:
         be.loglikelihood([(prompt, "<|eot_id|><|start_header_id|>")])
