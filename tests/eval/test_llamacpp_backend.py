@@ -205,14 +205,14 @@ def test_unknown_generation_option_is_a_backend_error(backend) -> None:
 
 
 def test_missing_gguf_is_named(tmp_path: Path) -> None:
-    missing = tmp_path / "nope.tiny_gguf_f32"
-    with pytest.raises(BackendError, match="nope.tiny_gguf_f32"):
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(BackendError, match="nope.gguf"):
         get_backend("llamacpp", model=str(missing))
 
 
 def test_unloadable_file_is_a_backend_error(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.tiny_gguf_f32"
-    bad.write_bytes(b"not a tiny_gguf_f32")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf")
     with pytest.raises(BackendError, match="could not load"):
         get_backend("llamacpp", model=str(bad))
 
@@ -226,7 +226,7 @@ def test_missing_llama_cpp_names_the_extra(monkeypatch: pytest.MonkeyPatch, tiny
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_llama_cpp)
-    with pytest.raises(MissingExtraError, match=r"llama-cpp-python.*kofinsent\[tiny_gguf_f32\]"):
+    with pytest.raises(MissingExtraError, match=r"llama-cpp-python.*kofinsent\[gguf\]"):
         get_backend("llamacpp", model=str(tiny_gguf_f32))
 
 
