@@ -34,6 +34,9 @@ def _progress(total: int, desc: str):
 
 
 def _print_metrics(m: dict) -> None:
+    if m.get("context_exceeded"):
+        typer.echo(f"warning: {m['context_exceeded']} requests did not fit the model's context and were "
+                   "left-truncated (counted as context_exceeded in metrics.json)", err=True)
     acc = m.get("accuracy")
     if acc is None:
         return
