@@ -93,13 +93,9 @@ def eval_command(
         total = n * (iterations if method == "sentiment" else per_prompt)
         bar = _progress(total, f"eval {backend}:{Path(model).name}")
         try:
-            metrics = evaluate(cfg, progress=bar.update)
+            metrics = evaluate(cfg, progress=bar.update, started=STARTED)
         finally:
             bar.close()
-        metrics["wall_s"] = time.perf_counter() - STARTED
-        from .runs import write_json
-
-        write_json(Path(out) / "metrics.json", metrics)
         _print_metrics(metrics)
         typer.echo(f"-> {out}")
 

@@ -215,12 +215,14 @@ def prompts_for(cfg: EvalConfig) -> list[DirectionPrompt]:
     return [kshot(train, cfg.shots, s, balanced=cfg.balanced_shots) for s in cfg.fewshot_seeds]
 
 
-def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress = _noop) -> dict[str, Any]:
+def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress = _noop,
+             started: float | None = None) -> dict[str, Any]:
     """Run the evaluation described by ``cfg`` and write ``cfg.out``: config.json, environment.json,
-    predictions.jsonl and metrics.json. Returns the metrics."""
+    predictions.jsonl and metrics.json. Returns the metrics. ``started``: the ``perf_counter`` time the command
+    began, so that ``wall_s`` covers the whole command (imports and model load included)."""
     from . import metrics as M
 
-    t_start = time.perf_counter()
+    t_start = time.perf_counter() if started is None else started
     cfg.validate()
     items = load_items(cfg.data, cfg.limit)
     prompts = prompts_for(cfg) if cfg.method != "sentiment" else []
