@@ -6,6 +6,7 @@ import typer
 from crawler.cli import app as crawl_app
 from kofinsent.dataset.cli import app as dataset_app
 from kofinsent.eval_cli import register as register_eval
+from kofinsent.train_cli import register as register_train
 
 app = typer.Typer(
     help="kofinsent: crawl Naver stock-forum titles, build labelled datasets, fine-tune and evaluate models.",
@@ -16,6 +17,7 @@ app = typer.Typer(
 app.add_typer(crawl_app, name="crawl")
 app.add_typer(dataset_app, name="dataset")
 register_eval(app)
+register_train(app)
 
 
 def main() -> None:

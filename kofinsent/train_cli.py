@@ -1,0 +1,106 @@
+"""``kofinsent train``: a thin typer wrapper over :func:`kofinsent.train.train`."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ENGINES = ("hf", "unsloth")
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    from .backends.base import BackendError
+    from .runs import RunDirError
+    from .train import TrainError
+
+    try:
+        yield
+    except (TrainError, BackendError, RunDirError, FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _check_engine(engine: str) -> None:
+    from .train import TrainError
+
+    if engine not in ENGINES:
+        raise TrainError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "unsloth":
+        import torch
+
+        if not torch.cuda.is_available():  # never import unsloth without CUDA: its import fails and swaps torch
+            raise TrainError("the unsloth engine needs a CUDA GPU and the gpu extra (pip install 'kofinsent[gpu]'); "
+                             "no CUDA device is available here, use --engine hf")
+        try:
+            import unsloth  # noqa: F401
+        except Exception as e:
+            raise TrainError(f"the unsloth engine needs the gpu extra (pip install 'kofinsent[gpu]'): "
+                             f"{type(e).__name__}: {e}") from e
+        raise TrainError("the unsloth engine is not implemented yet in kofinsent train; use --engine hf")
+
+
+def train_command(
+    model: Annotated[str, typer.Option("--model", help="HF path or hub id of the base causal LM.")],
+    data: Annotated[Path, typer.Option("--data", help="Training split, DIR/train.jsonl (title, label).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory (adapter/, checkpoints, metrics.json).")],
+    engine: Annotated[str, typer.Option("--engine", help="hf (transformers + peft) or unsloth (CUDA only).")] = "hf",
+    load_in_8bit: Annotated[bool, typer.Option("--load-in-8bit", help="8-bit base weights (bitsandbytes).")] = False,
+    load_in_4bit: Annotated[bool, typer.Option("--load-in-4bit", help="4-bit NF4 base weights (bitsandbytes).")] = False,
+    lora_r: Annotated[int, typer.Option("--lora-r")] = 8,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha")] = 16,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout")] = 0.05,
+    target_modules: Annotated[Optional[str], typer.Option(
+        "--target-modules", help="Comma-separated (default: query_key_value for GPT-NeoX, q/k/v/o_proj for Llama).")
+    ] = None,
+    lr: Annotated[float, typer.Option("--lr")] = 2e-4,
+    epochs: Annotated[float, typer.Option("--epochs")] = 1.0,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps; overrides --epochs.")
+                         ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Per device.")] = 8,
+    grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
+    warmup_ratio: Annotated[float, typer.Option("--warmup-ratio")] = 0.03,
+    scheduler: Annotated[str, typer.Option("--scheduler", help="linear, cosine, constant, ...")] = "linear",
+    loss: Annotated[str, typer.Option("--loss", help="full (every token, as the seed) or answer-only.")] = "full",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    save_steps: Annotated[int, typer.Option("--save-steps", help="Checkpoint every N optimizer steps.")] = 100,
+    logging_steps: Annotated[int, typer.Option("--logging-steps")] = 10,
+    val_size: Annotated[Optional[int], typer.Option("--val-size", help="Held-out records (default 5%; 0: none).")
+                        ] = None,
+    eval_steps: Annotated[Optional[int], typer.Option("--eval-steps", help="Validation loss every N steps.")] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Truncate longer examples.")] = None,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, fp16, bf16 (fp16/bf16: CUDA only).")
+                         ] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
+    merge: Annotated[bool, typer.Option("--merge", help="Also save base + adapter merged to --out/merged.")] = False,
+) -> None:
+    """Fine-tune a causal LM with LoRA on the seed 2-shot prompt; writes the PEFT adapter to --out/adapter."""
+    with _errors():
+        _check_engine(engine)
+        from .train import TrainConfig, train
+
+        targets = [t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None
+        cfg = TrainConfig(model=model, data=str(data), out=str(out), load_in_8bit=load_in_8bit,
+                          load_in_4bit=load_in_4bit, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                          target_modules=targets, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                          grad_accum=grad_accum, warmup_ratio=warmup_ratio, scheduler=scheduler, loss=loss, seed=seed,
+                          save_steps=save_steps, logging_steps=logging_steps, val_size=val_size,
+                          eval_steps=eval_steps, max_length=max_length, gradient_checkpointing=gradient_checkpointing,
+                          precision=precision, resume=resume, overwrite=overwrite, merge=merge)
+        m = train(cfg)
+        line = f"steps={m.get('global_step')} train_loss={m.get('train_loss'):.4g}"
+        if m.get("val_loss") is not None:
+            line += f" val_loss={m['val_loss']:.4g}"
+        if m.get("val_accuracy") is not None:
+            line += f" val_accuracy={m['val_accuracy']:.3f} (n={m['val_n']})"
+        typer.echo(line)
+        typer.echo(f"-> {Path(out) / 'adapter'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
