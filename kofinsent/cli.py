@@ -6,6 +6,7 @@ import typer
 from crawler.cli import app as crawl_app
 from kofinsent.dataset.cli import app as dataset_app
 from kofinsent.eval_cli import register as register_eval
+from kofinsent.export_cli import app as export_app
 from kofinsent.train_cli import register as register_train
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app.add_typer(crawl_app, name="crawl")
 app.add_typer(dataset_app, name="dataset")
 register_eval(app)
 register_train(app)
+app.add_typer(export_app, name="export")
 
 
 def main() -> None:
