@@ -25,9 +25,9 @@ def _cli(*args: str):
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_llama64: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def exported(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("export64")
-    res = _cli("export", "gguf", "--model", str(tiny_llama64), "--quant", "q8_0,f32,f16,q4_k_m", "--out", str(out),
+    res = _cli("export", "gguf", "--model", str(tiny_llama_dir), "--quant", "q8_0,f32,f16,q4_k_m", "--out", str(out),
                "--name", "tiny")
     assert res.exit_code == 0, res.output
     return out
@@ -80,8 +80,8 @@ def test_manifest_lists_every_file_with_its_sha256(exported: Path) -> None:
 
 
 @pytest.mark.parametrize("quant", ["f32", "f16"])
-def test_float_exports_give_transformers_greedy_tokens(exported: Path, tiny_llama64: Path, quant: str) -> None:
-    model, tok = _hf(tiny_llama64)
+def test_float_exports_give_transformers_greedy_tokens(exported: Path, tiny_llama_dir: Path, quant: str) -> None:
+    model, tok = _hf(tiny_llama_dir)
     llm = _load(exported / f"tiny-{quant}.gguf")
     try:
         for text in TEXTS:
@@ -94,14 +94,14 @@ def test_float_exports_give_transformers_greedy_tokens(exported: Path, tiny_llam
         llm.close()
 
 
-def test_q8_0_loads_and_mostly_agrees_with_transformers(exported: Path, tiny_llama64: Path) -> None:
+def test_q8_0_loads_and_mostly_agrees_with_transformers(exported: Path, tiny_llama_dir: Path) -> None:
     from kofinsent.backends.llamacpp import LlamaCppBackend
     from kofinsent.export import gguf_info
 
     path = exported / "tiny-q8_0.gguf"
     info = gguf_info(path)
     assert info["file_type_name"] == "MOSTLY_Q8_0" and "Q8_0" in info["tensor_types"]
-    model, tok = _hf(tiny_llama64)
+    model, tok = _hf(tiny_llama_dir)
     backend = LlamaCppBackend(str(path), n_ctx=256, n_threads=1)  # the evaluator's backend loads it
     try:
         agree = [_top1_agreement(backend.llm, model, tok(t)["input_ids"]) for t in TEXTS]
@@ -143,16 +143,16 @@ def test_modelfile(exported: Path) -> None:
                                   "temperature": 0.2, "num_ctx": 8192, "num_predict": 1024}
 
 
-def test_run_dir_adapter_is_merged_before_export(tiny_llama64: Path, tmp_path: Path) -> None:
+def test_run_dir_adapter_is_merged_before_export(tiny_llama_dir: Path, tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
 
-    base, tok = _hf(tiny_llama64)
+    base, tok = _hf(tiny_llama_dir)
     torch.manual_seed(0)
     peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                                                  init_lora_weights=False))  # random B: the adapter changes outputs
     run = tmp_path / "run"
     peft_model.save_pretrained(run / "adapter")
-    (run / "config.json").write_text(json.dumps({"model": str(tiny_llama64)}))
+    (run / "config.json").write_text(json.dumps({"model": str(tiny_llama_dir)}))
     merged = peft_model.merge_and_unload().eval()
     res = _cli("export", "gguf", "--run", str(run), "--quant", "f32", "--out", str(tmp_path / "out"))
     assert res.exit_code == 0, res.output
@@ -167,14 +167,14 @@ def test_run_dir_adapter_is_merged_before_export(tiny_llama64: Path, tmp_path: P
         llm.close()
     with torch.no_grad():
         ref = merged(torch.tensor([ids])).logits[0].numpy()
-        plain, _ = _hf(tiny_llama64)
+        plain, _ = _hf(tiny_llama_dir)
         base_logits = plain(torch.tensor([ids])).logits[0].numpy()
     assert np.abs(ours - ref).max() < 1e-3
     assert np.abs(ours - base_logits).max() > 1e-2  # the adapter is in the export
 
 
-def test_errors(tiny_llama64: Path, tmp_path: Path) -> None:
-    res = _cli("export", "gguf", "--model", str(tiny_llama64), "--quant", "f16,q3_k", "--out", str(tmp_path / "o"))
+def test_errors(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    res = _cli("export", "gguf", "--model", str(tiny_llama_dir), "--quant", "f16,q3_k", "--out", str(tmp_path / "o"))
     assert res.exit_code == 2
     assert "unknown quant type 'q3_k'; supported: f32, f16, q8_0, q4_k_m, q5_k_m" in res.output
     neox = tmp_path / "neox"

@@ -33,20 +33,6 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def train_tokenizer():  # noqa: ANN201 - PreTrainedTokenizerFast, imported lazily
-    from kofinsent import tiny
-
-    return tiny.train_tokenizer(tiny.korean_corpus(2000, seed=0), vocab_size=800)
-
-
-@pytest.fixture(scope="session")
-def train_neox_dir(train_tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kofinsent import tiny
-
-    return tiny.make_gpt_neox(tmp_path_factory.mktemp("train-neox"), train_tokenizer, seed=0)
-
-
-@pytest.fixture(scope="session")
 def cue_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """DIR with train.jsonl (240 records) and test.jsonl (60 records) of the cue-word task."""
     d = tmp_path_factory.mktemp("cue-data")

@@ -35,8 +35,8 @@ def _batch(tok, loss: str):
     return titles, feats, PadCollator(tok.pad_token_id)(feats)
 
 
-def test_answer_only_mask_is_label_tokens_plus_eos_when_pad_is_eos(train_tokenizer):
-    tok = train_tokenizer
+def test_answer_only_mask_is_label_tokens_plus_eos_when_pad_is_eos(tiny_tokenizer):
+    tok = tiny_tokenizer
     assert tok.pad_token_id == tok.eos_token_id  # polyglot-ko's situation
     titles, feats, batch = _batch(tok, "answer-only")
     short = 0 if len(feats[0]["input_ids"]) < len(feats[1]["input_ids"]) else 1
@@ -52,22 +52,22 @@ def test_answer_only_mask_is_label_tokens_plus_eos_when_pad_is_eos(train_tokeniz
         assert tok.decode(kept[:-1]).strip() == label
 
 
-def test_full_loss_masks_only_padding(train_tokenizer):
-    _, feats, batch = _batch(train_tokenizer, "full")
+def test_full_loss_masks_only_padding(tiny_tokenizer):
+    _, feats, batch = _batch(tiny_tokenizer, "full")
     for i, f in enumerate(feats):
         n = len(f["input_ids"])
         assert batch["labels"][i][:n].tolist() == f["input_ids"]  # every real token, the final EOS included
-        assert f["input_ids"][-1] == train_tokenizer.eos_token_id
+        assert f["input_ids"][-1] == tiny_tokenizer.eos_token_id
         assert (batch["labels"][i][n:] == -100).all()
         assert batch["attention_mask"][i].tolist() == [1] * n + [0] * (batch["input_ids"].shape[1] - n)
 
 
 # -- learning ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def run_8bit(train_neox_dir, cue_data, tmp_path_factory) -> Path:
+def run_8bit(tiny_neox_dir, cue_data, tmp_path_factory) -> Path:
     """8-bit base + LoRA r16 on the cue task through the CLI (~5 s of training on 2 CPU cores)."""
     out = tmp_path_factory.mktemp("runs") / "cue8"
-    r = kofinsent("train", "--model", train_neox_dir, "--data", cue_data / "train.jsonl", "--out", out,
+    r = kofinsent("train", "--model", tiny_neox_dir, "--data", cue_data / "train.jsonl", "--out", out,
                   "--load-in-8bit", "--lora-r", 16, "--lora-alpha", 32, "--lr", 3e-3, "--max-steps", 150,
                   "--batch-size", 8, "--loss", "answer-only", "--save-steps", 75, "--val-size", 20,
                   "--logging-steps", 25, "--seed", 0)
@@ -76,11 +76,11 @@ def run_8bit(train_neox_dir, cue_data, tmp_path_factory) -> Path:
     return out
 
 
-def test_8bit_lora_learns_cue_task_through_eval(run_8bit, train_neox_dir, cue_data, tmp_path):
+def test_8bit_lora_learns_cue_task_through_eval(run_8bit, tiny_neox_dir, cue_data, tmp_path):
     test = cue_data / "test.jsonl"
-    base = kofinsent("eval", "--backend", "hf", "--model", train_neox_dir, "--data", test, "--out", tmp_path / "b")
+    base = kofinsent("eval", "--backend", "hf", "--model", tiny_neox_dir, "--data", test, "--out", tmp_path / "b")
     assert base.exit_code == 0, base.output
-    tuned = kofinsent("eval", "--backend", "hf", "--model", train_neox_dir, "--adapter", run_8bit / "adapter",
+    tuned = kofinsent("eval", "--backend", "hf", "--model", tiny_neox_dir, "--adapter", run_8bit / "adapter",
                       "--load-in-8bit", "--data", test, "--out", tmp_path / "a")
     assert tuned.exit_code == 0, tuned.output
     base_acc = read(tmp_path / "b" / "metrics.json")["accuracy"]
@@ -101,14 +101,14 @@ def test_8bit_lora_learns_cue_task_through_eval(run_8bit, train_neox_dir, cue_da
     assert sorted(p.name for p in run_8bit.glob("checkpoint-*")) == ["checkpoint-150", "checkpoint-75"]
 
 
-def test_adapter_is_peft_format_and_loads(run_8bit, train_neox_dir):
+def test_adapter_is_peft_format_and_loads(run_8bit, tiny_neox_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     adapter = run_8bit / "adapter"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert read(adapter / "adapter_config.json")["r"] == 16
-    base = AutoModelForCausalLM.from_pretrained(train_neox_dir, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(tiny_neox_dir, dtype=torch.float32)
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         before = base(ids).logits
@@ -117,8 +117,8 @@ def test_adapter_is_peft_format_and_loads(run_8bit, train_neox_dir):
     assert not torch.allclose(before, after)
 
 
-def test_resume_from_checkpoint_matches_uninterrupted(train_neox_dir, cue_data, tmp_path):
-    kw = dict(model=str(train_neox_dir), data=str(cue_data / "train.jsonl"), lora_r=8, lora_alpha=16, lr=2e-3,
+def test_resume_from_checkpoint_matches_uninterrupted(tiny_neox_dir, cue_data, tmp_path):
+    kw = dict(model=str(tiny_neox_dir), data=str(cue_data / "train.jsonl"), lora_r=8, lora_alpha=16, lr=2e-3,
               max_steps=30, batch_size=8, save_steps=15, logging_steps=1, val_size=20, loss="full", seed=3)
     full = train(TrainConfig(out=str(tmp_path / "a"), **kw))
     # an interrupted run: only its mid-run checkpoint survived
@@ -136,17 +136,17 @@ def test_resume_from_checkpoint_matches_uninterrupted(train_neox_dir, cue_data, 
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
-def test_merge_writes_full_model_equal_to_base_plus_adapter(train_neox_dir, cue_data, tmp_path):
+def test_merge_writes_full_model_equal_to_base_plus_adapter(tiny_neox_dir, cue_data, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "run"
-    r = kofinsent("train", "--model", train_neox_dir, "--data", cue_data / "train.jsonl", "--out", out,
+    r = kofinsent("train", "--model", tiny_neox_dir, "--data", cue_data / "train.jsonl", "--out", out,
                   "--max-steps", 5, "--lr", 1e-2, "--val-size", 0, "--merge")
     assert r.exit_code == 0, r.output
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     merged = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32)
-    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(train_neox_dir, dtype=torch.float32),
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_neox_dir, dtype=torch.float32),
                                      out / "adapter")
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, peft(ids).logits, atol=1e-4)
@@ -154,8 +154,8 @@ def test_merge_writes_full_model_equal_to_base_plus_adapter(train_neox_dir, cue_
 
 
 # -- errors -----------------------------------------------------------------------------------------------------------
-def test_bad_target_modules_lists_linear_names(train_neox_dir, cue_data, tmp_path):
-    r = kofinsent("train", "--model", train_neox_dir, "--data", cue_data / "train.jsonl", "--out", tmp_path / "r",
+def test_bad_target_modules_lists_linear_names(tiny_neox_dir, cue_data, tmp_path):
+    r = kofinsent("train", "--model", tiny_neox_dir, "--data", cue_data / "train.jsonl", "--out", tmp_path / "r",
                   "--target-modules", "q_proj,v_proj", "--max-steps", 1)
     assert r.exit_code != 0
     assert "error:" in r.output and "q_proj" in r.output
@@ -163,22 +163,22 @@ def test_bad_target_modules_lists_linear_names(train_neox_dir, cue_data, tmp_pat
         assert name in r.output
 
 
-def test_record_without_title_names_its_line(train_neox_dir, tmp_path):
+def test_record_without_title_names_its_line(tiny_neox_dir, tmp_path):
     recs = cue_records(6, seed=5, prefix="x")
     del recs[3]["title"]
     data = write_jsonl(tmp_path / "train.jsonl", recs)
-    r = kofinsent("train", "--model", train_neox_dir, "--data", data, "--out", tmp_path / "r", "--max-steps", 1)
+    r = kofinsent("train", "--model", tiny_neox_dir, "--data", data, "--out", tmp_path / "r", "--max-steps", 1)
     assert r.exit_code != 0
     assert f"error: {data}:4: record lacks title" in r.output
     recs = cue_records(6, seed=5, prefix="x")
     del recs[1]["label"]
     write_jsonl(data, recs)
-    r = kofinsent("train", "--model", train_neox_dir, "--data", data, "--out", tmp_path / "r", "--max-steps", 1)
+    r = kofinsent("train", "--model", tiny_neox_dir, "--data", data, "--out", tmp_path / "r", "--max-steps", 1)
     assert r.exit_code != 0 and ":2: record lacks label" in r.output
 
 
-def test_existing_run_dir_refused_unless_resume_or_overwrite(run_8bit, train_neox_dir, cue_data, tmp_path):
-    args = ["train", "--model", train_neox_dir, "--data", cue_data / "train.jsonl", "--max-steps", 1]
+def test_existing_run_dir_refused_unless_resume_or_overwrite(run_8bit, tiny_neox_dir, cue_data, tmp_path):
+    args = ["train", "--model", tiny_neox_dir, "--data", cue_data / "train.jsonl", "--max-steps", 1]
     r = kofinsent(*args, "--out", run_8bit)
     assert r.exit_code != 0 and "already holds a run" in r.output and "--overwrite" in r.output
     assert read(run_8bit / "metrics.json")["global_step"] == 150  # untouched
@@ -193,24 +193,24 @@ def test_existing_run_dir_refused_unless_resume_or_overwrite(run_8bit, train_neo
     assert sorted(p.name for p in other.glob("checkpoint-*")) == ["checkpoint-1"]
 
 
-def test_8bit_without_bitsandbytes_is_a_clear_error(train_neox_dir, cue_data, tmp_path, monkeypatch):
+def test_8bit_without_bitsandbytes_is_a_clear_error(tiny_neox_dir, cue_data, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes -> ImportError
     with pytest.raises(TrainError, match="--load-in-8bit needs a working bitsandbytes"):
-        train(TrainConfig(model=str(train_neox_dir), data=str(cue_data / "train.jsonl"), out=str(tmp_path / "r"),
+        train(TrainConfig(model=str(tiny_neox_dir), data=str(cue_data / "train.jsonl"), out=str(tmp_path / "r"),
                           load_in_8bit=True, max_steps=1))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
-def test_unsloth_engine_needs_cuda(train_neox_dir, cue_data, tmp_path):
-    r = kofinsent("train", "--engine", "unsloth", "--model", train_neox_dir, "--data", cue_data / "train.jsonl",
+def test_unsloth_engine_needs_cuda(tiny_neox_dir, cue_data, tmp_path):
+    r = kofinsent("train", "--engine", "unsloth", "--model", tiny_neox_dir, "--data", cue_data / "train.jsonl",
                   "--out", tmp_path / "r")
     assert r.exit_code != 0 and "error:" in r.output and "CUDA" in r.output and "kofinsent[gpu]" in r.output
     assert "unsloth" not in sys.modules and not (tmp_path / "r").exists()
 
 
-def test_fp16_on_cpu_is_refused(train_neox_dir, cue_data, tmp_path):
+def test_fp16_on_cpu_is_refused(tiny_neox_dir, cue_data, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("fp16 is allowed on CUDA")
-    r = kofinsent("train", "--model", train_neox_dir, "--data", cue_data / "train.jsonl", "--out", tmp_path / "r",
+    r = kofinsent("train", "--model", tiny_neox_dir, "--data", cue_data / "train.jsonl", "--out", tmp_path / "r",
                   "--precision", "fp16", "--max-steps", 1)
     assert r.exit_code != 0 and "needs CUDA" in r.output
