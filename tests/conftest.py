@@ -1,6 +1,6 @@
-"""Tiny real models shared by the evaluator, training and export tests, built once per session from ``kofinsent.tiny`` (seconds, offline).
+"""Tiny real models shared by the evaluator, training and export tests, built once per session (seconds, offline).
 
-``tiny_tokenizer_dir``: a byte-level BPE tokenizer trained on Korean forum lines (``<|endoftext|>`` = bos/eos/pad, no
+``tiny_tokenizer`` / ``tiny_tokenizer_dir``: a byte-level BPE tokenizer trained on Korean forum lines (``<|endoftext|>`` = bos/eos/pad, no
 BOS added on encode, like polyglot-ko). ``tiny_neox_dir``: a polyglot-ko-shaped GPT-NeoX (rotary_pct 0.5, parallel
 residual, untied embeddings) with that tokenizer. ``tiny_llama_dir``: a llama-3-shaped Llama whose copy of the
 tokenizer prepends ``<|begin_of_text|>`` and has a llama-3-style chat template. Each is a Path to a saved directory
