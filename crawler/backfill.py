@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Protocol
 
-from .http import Fetcher, Response
+from .http import Fetcher
 from .records import Post
 from .sources import api as api_source
 from .sources import board_html
@@ -316,5 +316,4 @@ def backfill(source: str, fetcher: Fetcher, store: Store, code: str, rng: DateRa
     return BACKFILLS[source](fetcher, store, code, rng, progress=progress).run()
 
 
-__all__ = ["API_URL", "BOARD_URL", "ApiBackfill", "HtmlBackfill", "DateRange", "BackfillResult", "backfill",
-           "Response"]
+__all__ = ["API_URL", "BOARD_URL", "ApiBackfill", "HtmlBackfill", "DateRange", "BackfillResult", "backfill"]

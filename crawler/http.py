@@ -73,8 +73,6 @@ class HttpConfig:
 class PoliteRetry(Retry):
     """urllib3 Retry whose backoff never drops below the politeness delay (urllib3 retries the first time at once)."""
 
-    DEFAULT_MIN_BACKOFF = 0.0
-
     def __init__(self, *args: Any, min_backoff: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.min_backoff = min_backoff

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,17 +12,13 @@ import typer
 STARTED = time.perf_counter()
 
 
-@contextmanager
-def _errors() -> Iterator[None]:
-    from .backends.base import BackendError
+def _errors() -> AbstractContextManager[None]:
+    from .backends.base import BackendError  # imported here: `kofinsent --help` stays light
+    from .cli_errors import one_line_errors
     from .evaluate import EvalConfigError
     from .runs import RunDirError
 
-    try:
-        yield
-    except (BackendError, EvalConfigError, RunDirError, FileNotFoundError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    return one_line_errors(BackendError, EvalConfigError, RunDirError)
 
 
 def _progress(total: int, desc: str):

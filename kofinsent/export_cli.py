@@ -1,8 +1,7 @@
 """``kofinsent export gguf`` and ``kofinsent export ollama``: thin typer wrappers over :mod:`kofinsent.export`."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,15 +11,11 @@ app = typer.Typer(help="Export a fine-tuned Llama model as GGUF (+ Ollama Modelf
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
-@contextmanager
-def _errors() -> Iterator[None]:
-    from .export import ExportError
+def _errors() -> AbstractContextManager[None]:
+    from .cli_errors import one_line_errors
+    from .export import ExportError  # imported here: `kofinsent --help` stays light
 
-    try:
-        yield
-    except (ExportError, FileNotFoundError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    return one_line_errors(ExportError)
 
 
 @app.command("gguf")

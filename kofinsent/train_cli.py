@@ -1,8 +1,7 @@
 """``kofinsent train``: a thin typer wrapper over :func:`kofinsent.train.train`."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,17 +10,13 @@ import typer
 ENGINES = ("hf", "unsloth")
 
 
-@contextmanager
-def _errors() -> Iterator[None]:
-    from .backends.base import BackendError
+def _errors() -> AbstractContextManager[None]:
+    from .backends.base import BackendError  # imported here: `kofinsent --help` stays light
+    from .cli_errors import one_line_errors
     from .runs import RunDirError
     from .train import TrainError
 
-    try:
-        yield
-    except (TrainError, BackendError, RunDirError, FileNotFoundError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    return one_line_errors(TrainError, BackendError, RunDirError)
 
 
 def _check_engine(engine: str) -> None:
