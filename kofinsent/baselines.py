@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 from .metrics import classification_metrics
@@ -114,3 +115,20 @@ def run_baselines(train_records: Sequence[dict[str, Any]], test_records: Sequenc
                        for r, p, q in zip(test_records, preds, probs)]
         results[name] = {"predictions": predictions, "metrics": metrics}
     return results
+
+
+def baselines_to_dirs(train: str | Path, test: str | Path, out: str | Path, seed: int = 0,
+                      overwrite: bool = False) -> dict[str, dict[str, Any]]:
+    """Run every baseline on dataset files and write one run directory per baseline under ``out`` (config.json,
+    environment.json, predictions.jsonl, metrics.json, as ``kofinsent eval`` does). Returns the metrics by name."""
+    from .evaluate import load_items
+    from .runs import RunDir, sha256_file
+
+    results = run_baselines(load_items(train), load_items(test), seed)
+    for name, res in results.items():
+        run = RunDir(Path(out) / name, overwrite=overwrite)
+        run.write_config({"baseline": name, "train": str(train), "test": str(test), "seed": seed,
+                          "train_sha256": sha256_file(train), "test_sha256": sha256_file(test)}, {"seed": seed})
+        run.write_predictions(res["predictions"])
+        run.write_metrics(res["metrics"])
+    return {name: res["metrics"] for name, res in results.items()}

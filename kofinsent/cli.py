@@ -7,6 +7,7 @@ from crawler.cli import app as crawl_app
 from kofinsent.dataset.cli import app as dataset_app
 from kofinsent.eval_cli import register as register_eval
 from kofinsent.export_cli import app as export_app
+from kofinsent.run_cli import register as register_run
 from kofinsent.train_cli import register as register_train
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app.add_typer(dataset_app, name="dataset")
 register_eval(app)
 register_train(app)
 app.add_typer(export_app, name="export")
+register_run(app)
 
 
 def main() -> None:

@@ -104,20 +104,11 @@ def baseline_command(
 ) -> None:
     """Majority class and TF-IDF + logistic regression (Kiwi morphemes, character n-grams)."""
     with _errors():
-        from .baselines import run_baselines
-        from .evaluate import load_items
-        from .runs import RunDir, sha256_file
+        from .baselines import baselines_to_dirs
 
-        train_items, test_items = load_items(train), load_items(test)
-        results = run_baselines(train_items, test_items, seed)
-        for name, res in results.items():
-            run = RunDir(Path(out) / name, overwrite=overwrite)
-            run.write_config({"baseline": name, "train": str(train), "test": str(test), "seed": seed,
-                              "train_sha256": sha256_file(train), "test_sha256": sha256_file(test)}, {"seed": seed})
-            run.write_predictions(res["predictions"])
-            run.write_metrics(res["metrics"])
+        for name, metrics in baselines_to_dirs(train, test, out, seed, overwrite).items():
             typer.echo(f"{name}: ", nl=False)
-            _print_metrics(res["metrics"])
+            _print_metrics(metrics)
         typer.echo(f"-> {out}")
 
 

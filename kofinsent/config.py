@@ -1,0 +1,398 @@
+"""Experiment configs: one TOML file per experiment, strict keys and types, dotted ``key=value`` overrides.
+
+Defaults live in code (the ``train`` and ``eval`` tables are checked against :class:`kofinsent.train.TrainConfig` and
+:class:`kofinsent.evaluate.EvalConfig` themselves, so a new training option is usable from a config at once); an
+experiment file holds only what it changes. Unknown keys and wrong types are errors naming the key.
+
+Paths starting with ``@`` point into the run directory: ``@dataset/train.jsonl``, ``@models/neox``,
+``@train/lora/adapter``, ``@export/llama/tiny-llama-f16.gguf``. Everything else is a path or a hub id, used as given.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import tomllib
+import typing
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+REF = "@"
+SECTIONS_WITH_OUTPUTS = ("dataset", "models", "train", "export")
+
+
+class ConfigError(ValueError):
+    """An experiment config that cannot run; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    # strict: a TOML string "8" is not an int; TOML dates are dates. int is still accepted where a float is expected.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ExperimentSection(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: int = 0
+    synthetic: bool = False  # the data come from the replay forum: every output says so
+
+
+class ReplaySection(_Strict):
+    """Serve :class:`crawler.replay.SyntheticForum` on 127.0.0.1 while the crawl step runs."""
+    codes: dict[str, str]
+    start: date
+    end: date
+    posts_per_day: float = 30.0
+    seed: int = 0
+    signal: float = Field(0.0, ge=0.0, le=1.0)
+    charset: Literal["euc-kr", "utf-8"] = "euc-kr"
+    quirks: bool = True
+
+
+class CrawlSection(_Strict):
+    codes: list[str]
+    names: dict[str, str] = {}   # code -> name, recorded in the db (reports and datasets show names)
+    since: date
+    until: date
+    source: Literal["api", "html"] = "api"
+    db: str | None = None        # default: @crawl/forum.sqlite; a path outside the run is shared by later runs
+    base_url: str | None = None  # a Naver mirror; with [replay] the crawl goes to the served replay site
+    delay: float = Field(0.7, ge=0.0)
+    retries: int = Field(5, ge=0)
+    timeout: float = Field(15.0, gt=0.0)
+    max_requests: int | None = None
+    prices: bool = True
+    price_margin_days: int = Field(20, ge=0)  # bars before since / after until, for the label of edge posts
+
+    @field_validator("codes")
+    @classmethod
+    def _codes(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if not (len(c) == 6 and c.isdigit())]
+        if bad or not v:
+            raise ValueError(f"stock codes are six digits, got {bad or v}")
+        return v
+
+
+class DatasetSection(_Strict):
+    db: str | None = None  # an existing crawler db (when there is no [crawl] table)
+    rule: Literal["same-day", "next-session"]
+    per_label: int = Field(15_000, ge=0)
+    split: Literal["random", "chronological"] = "random"
+    test_size: float = Field(0.01, gt=0.0, lt=1.0)
+    cutoff: date | None = None
+    seed: int = 42
+    group_by_day: bool = False
+    stratify_stock: bool = False
+    dedupe: bool = False
+    allow_fewer: bool = False
+    sharegpt: Literal["label", "json"] | None = None  # also write sharegpt.jsonl (train) for the Unsloth engine
+
+
+class TinyModelSection(_Strict):
+    """A tiny random model built in the run (:mod:`kofinsent.tiny`), its tokenizer trained on the run's titles."""
+    arch: Literal["gpt-neox", "llama"]
+    hidden: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    vocab_size: int = Field(800, ge=300)
+    init_std: float = 0.2
+    seed: int = 0
+
+
+class ExportSection(_Strict):
+    train: str | None = None  # a [train.NAME] run (its merged/ or adapter/)
+    model: str | None = None  # or a Llama HF directory
+    quant: list[str] = ["f16"]
+    name: str | None = None   # file stem: NAME-<quant>.gguf (default: the export's table name)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExportSection:
+        if (self.train is None) == (self.model is None):
+            raise ValueError("give exactly one of train or model")
+        return self
+
+
+class BaselinesSection(_Strict):
+    enabled: bool = True
+    seed: int = 0
+
+
+class CompareSection(_Strict):
+    pairs: list[list[str]] = []
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, v: list[list[str]]) -> list[list[str]]:
+        for p in v:
+            if len(p) != 2:
+                raise ValueError(f"each pair names two runs (eval names or baselines/NAME), got {p}")
+        return v
+
+
+class ReportSection(_Strict):
+    enabled: bool = True
+    title: str | None = None
+    out: str | None = None  # default: reports/<experiment name>
+    examples: int = Field(5, ge=0)
+
+
+def _section_from_dataclass(cls: type, name: str, drop: set[str], extra: dict[str, Any]) -> type[BaseModel]:
+    """A strict pydantic model with the dataclass's fields (types and defaults) minus ``drop``, plus ``extra``."""
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in drop:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = Field(default_factory=f.default_factory)
+        else:
+            default = ...
+        fields[f.name] = (hints[f.name], default)
+    fields.update(extra)
+    return create_model(name, __base__=_Strict, **fields)
+
+
+def _train_section() -> type[BaseModel]:
+    from .train import TrainConfig
+
+    return _section_from_dataclass(
+        TrainConfig, "TrainSection", {"out", "resume", "overwrite", "extra", "data"},
+        {"engine": (Literal["hf", "unsloth"], "hf"), "data": (str, "@dataset/train.jsonl")})
+
+
+def _eval_section() -> type[BaseModel]:
+    from .evaluate import EvalConfig
+
+    # model and shots may be lists: the table then stands for every combination (seed 003's k-shot grid)
+    return _section_from_dataclass(
+        EvalConfig, "EvalSection", {"out", "overwrite", "data", "model", "shots", "train"},
+        {"model": (str | list[str], ...), "shots": (int | list[int], 0), "data": (str, "@dataset/test.jsonl"),
+         "train": (str | None, None)})
+
+
+TrainSection = _train_section()
+EvalSection = _eval_section()
+
+
+class ExperimentConfig(_Strict):
+    experiment: ExperimentSection
+    replay: ReplaySection | None = None
+    crawl: CrawlSection | None = None
+    dataset: DatasetSection
+    models: dict[str, TinyModelSection] = {}
+    train: dict[str, TrainSection] = {}  # type: ignore[valid-type]
+    export: dict[str, ExportSection] = {}
+    eval: dict[str, EvalSection] = {}  # type: ignore[valid-type]
+    baselines: BaselinesSection = BaselinesSection()
+    compare: CompareSection = CompareSection()
+    report: ReportSection = ReportSection()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if (self.crawl is None) == (self.dataset.db is None):
+            raise ValueError("the data come from exactly one place: a [crawl] table or dataset.db")
+        if self.replay is not None:
+            if self.crawl is None:
+                raise ValueError("[replay] serves a site for the crawl step; there is no [crawl] table")
+            if self.crawl.base_url is not None:
+                raise ValueError("crawl.base_url must be unset with [replay] (the crawl goes to the replay site)")
+            if not self.experiment.synthetic:
+                raise ValueError("a [replay] experiment crawls synthetic data: set experiment.synthetic = true")
+        if self.crawl is not None and self.crawl.since > self.crawl.until:
+            raise ValueError(f"crawl.since ({self.crawl.since}) is after crawl.until ({self.crawl.until})")
+        for name, t in self.train.items():
+            _check_ref(self, f"train.{name}.model", t.model)
+            _check_ref(self, f"train.{name}.data", t.data)
+            _check_options(f"train.{name}", "train", {k: v for k, v in t.model_dump().items() if k != "engine"})
+        for name, e in self.export.items():
+            if e.train is not None and e.train not in self.train:
+                raise ValueError(f"export.{name}.train = {e.train!r} names no [train.*] table")
+            if e.model is not None:
+                _check_ref(self, f"export.{name}.model", e.model)
+        for name, e in self.eval.items():
+            _check_options(f"eval.{name}", "eval", {**e.model_dump(), "model": "", "shots": min(_as_list(e.shots)),
+                                                    "train": e.train or "@dataset/train.jsonl"})
+            for key in ("model", "adapter", "data", "train"):
+                for v in _as_list(getattr(e, key)):
+                    if v is not None:
+                        _check_ref(self, f"eval.{name}.{key}", v)
+        names = set(self.eval_runs()) | {f"baselines/{b}" for b in ("majority", "tfidf_kiwi", "tfidf_char")}
+        for a, b in self.compare.pairs:
+            for x in (a, b):
+                if x not in names:
+                    raise ValueError(f"compare.pairs names {x!r}, which is neither an eval run nor a baseline")
+        return self
+
+    def eval_runs(self) -> dict[str, dict[str, Any]]:
+        """Every evaluation to run, by directory name: list-valued ``model`` / ``shots`` expand to their grid."""
+        runs: dict[str, dict[str, Any]] = {}
+        for name, e in self.eval.items():
+            spec = e.model_dump()
+            models, shots = _as_list(spec["model"]), _as_list(spec["shots"])
+            for m, k in itertools.product(models, shots):
+                key = name
+                if len(models) > 1:
+                    key += "-" + _slug(m)
+                if len(shots) > 1:
+                    key += f"-{k}shot"
+                train = spec["train"]
+                if train is None and spec["prompt"] == "kshot":
+                    train = "@dataset/train.jsonl"
+                runs[key] = {**spec, "model": m, "shots": k, "train": train}
+        return runs
+
+    def seeds(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment.seed,
+            "replay": self.replay.seed if self.replay else None,
+            "dataset": self.dataset.seed,
+            "models": {n: m.seed for n, m in self.models.items()},
+            "train": {n: t.seed for n, t in self.train.items()},
+            "eval": {n: {"seed": e["seed"], "fewshot_seeds": e["fewshot_seeds"] if e["prompt"] == "kshot" else None}
+                     for n, e in self.eval_runs().items()},
+            "baselines": self.baselines.seed,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as TOML-ready data."""
+        return _drop_none(self.model_dump(mode="python"))
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else [v]
+
+
+def _slug(model: str) -> str:
+    return model.rstrip("/").split("/")[-1].removesuffix(".gguf")
+
+
+def _check_ref(cfg: ExperimentConfig, key: str, value: str) -> None:
+    if not value.startswith(REF):
+        return
+    parts = value[len(REF):].split("/")
+    head = parts[0]
+    if head not in SECTIONS_WITH_OUTPUTS or (head != "dataset" and len(parts) < 2):
+        raise ValueError(f"{key} = {value!r}: a run path starts with @dataset/, @models/NAME, @train/NAME or "
+                         f"@export/NAME")
+    if head == "dataset":
+        return
+    defined = getattr(cfg, head)
+    if parts[1] not in defined:
+        raise ValueError(f"{key} = {value!r}: there is no [{head}.{parts[1]}] table")
+
+
+def _check_options(key: str, kind: str, values: dict[str, Any]) -> None:
+    """The same checks ``kofinsent train`` / ``kofinsent eval`` make on their options, at load time."""
+    from .backends import REGISTRY
+    from .evaluate import EvalConfig, EvalConfigError
+    from .train import TrainConfig, TrainError
+
+    if kind == "eval" and values["backend"] not in REGISTRY:
+        raise ValueError(f"{key}.backend = {values['backend']!r}: use one of {', '.join(REGISTRY)}")
+    try:
+        if kind == "train":
+            TrainConfig(**values, out="").validate(check_files=False)
+        else:
+            EvalConfig(**values, out="").validate(check_files=False)
+    except (TrainError, EvalConfigError) as e:
+        raise ValueError(f"{key}: {e}") from None
+
+
+def _drop_none(obj: Any) -> Any:
+    """No None (TOML has no null: an absent key means the default) and no empty tables."""
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None and v != {}}
+    if isinstance(obj, list):
+        return [_drop_none(v) for v in obj]
+    return obj
+
+
+# -- loading -----------------------------------------------------------------------------------------------------------
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lora.max_steps=20"`` -> (["train", "lora", "max_steps"], 20). The value is read as a TOML value
+    (``20``, ``2e-4``, ``true``, ``"x"``, ``[0, 5]``, ``2018-01-31``); anything that is not one is a plain string."""
+    key, sep, raw = text.partition("=")
+    path = key.strip().split(".")
+    if not sep or not all(path):
+        raise ConfigError(f"override {text!r} is not KEY=VALUE with a dotted KEY (e.g. train.lora.max_steps=20)")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = _deepcopy(data)  # the caller's dict stays untouched
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is a value, not a table")
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def _deepcopy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _deepcopy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deepcopy(v) for v in obj]
+    return obj
+
+
+def validate(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        by_key: dict[str, list[str]] = {}
+        got: dict[str, str] = {}
+        for err in e.errors():
+            # pydantic puts union members ("str", "list[int]") in the location; users need the key path alone
+            loc = ".".join(str(p) for p in err["loc"] if not _is_type_name(str(p)))
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif err["type"] not in ("missing", "value_error"):
+                got[loc] = f" (got {err.get('input')!r})"
+            by_key.setdefault(loc, []).append(msg)
+        problems = [(f"{k}: " if k else "") + " or ".join(dict.fromkeys(v)) + got.get(k, "") for k, v in by_key.items()]
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _is_type_name(part: str) -> bool:
+    return part in ("str", "int", "float", "bool", "date") or part.startswith(("list[", "dict[", "function-",
+                                                                                  "union[", "literal["))
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return validate(apply_overrides(data, overrides or []), str(path))
+
+
+def dump_toml(cfg: ExperimentConfig) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(cfg.to_dict())
+
+
+__all__ = ["ConfigError", "ExperimentConfig", "apply_overrides", "dump_toml", "load_config", "parse_override",
+           "validate"]

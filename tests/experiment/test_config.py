@@ -1,0 +1,153 @@
+"""Experiment configs: every file in experiments/ loads; unknown keys, wrong types and dangling refs are errors that
+name the key; overrides are typed; eval grids expand to one run per (model, shots)."""
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from kofinsent.config import ConfigError, ExperimentConfig, apply_overrides, dump_toml, load_config, parse_override
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.toml"))
+MINIMAL = {
+    "experiment": {"name": "t"},
+    "dataset": {"db": "x.sqlite", "rule": "same-day"},
+    "models": {"neox": {"arch": "gpt-neox"}},
+    "train": {"lora": {"model": "@models/neox"}},
+    "eval": {"base": {"backend": "hf", "model": "@models/neox"}},
+}
+
+
+def test_the_five_issue_experiments_exist() -> None:
+    names = {p.stem for p in EXPERIMENTS}
+    assert {"quickstart", "seed003_polyglot_2shot_lora", "seed003_kshot_table", "seed000_llama3_gguf",
+            "leakage_free"} <= names
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_every_experiment_loads_and_opens_with_its_command(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.experiment.name == path.stem
+    head = path.read_text(encoding="utf-8").split("\n[", 1)[0]
+    assert all(line.startswith("#") or not line.strip() for line in head.splitlines()), "header is comments only"
+    assert f"kofinsent run experiments/{path.name}" in head
+    assert cfg.eval_runs(), "an experiment evaluates something"
+    # the resolved config round-trips through TOML to the same config
+    again = ExperimentConfig.model_validate(tomllib.loads(dump_toml(cfg)))
+    assert again.sha256() == cfg.sha256()
+
+
+def test_seed003_pins_twenty_stocks_and_the_seed_recipe() -> None:
+    cfg = load_config(Path(EXPERIMENTS[0]).parent / "seed003_polyglot_2shot_lora.toml")
+    assert cfg.crawl is not None and len(set(cfg.crawl.codes)) == 20
+    assert set(cfg.crawl.names) == set(cfg.crawl.codes)
+    assert (cfg.crawl.since.isoformat(), cfg.crawl.until.isoformat()) == ("2017-06-01", "2022-12-31")
+    d = cfg.dataset
+    assert (d.rule, d.per_label, d.split, d.test_size) == ("same-day", 15000, "random", 0.01)
+    t = cfg.train["polyglot_lora"]
+    assert (t.model, t.load_in_8bit, t.loss) == ("EleutherAI/polyglot-ko-1.3b", True, "full")
+    assert {e["method"] for e in cfg.eval_runs().values()} == {"loglikelihood", "generate"}
+
+
+def test_kshot_table_is_the_seed_grid() -> None:
+    cfg = load_config(Path(EXPERIMENTS[0]).parent / "seed003_kshot_table.toml")
+    runs = cfg.eval_runs()
+    assert len(runs) == 7 * 4
+    assert {r["shots"] for r in runs.values()} == {0, 5, 10, 50}
+    assert all(r["fewshot_seeds"] == [1, 2, 3] and r["train"] == "@dataset/train.jsonl" for r in runs.values())
+    assert "kshot-polyglot-ko-12.8b-50shot" in runs
+
+
+def _err(data: dict, *overrides: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        from kofinsent.config import validate
+
+        validate(apply_overrides(data, list(overrides)), "t.toml")
+    return str(e.value)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.lora.max_step=3", "train.lora.max_step: unknown key"),
+    ("nosuch.key=1", "nosuch: unknown key"),
+    ('train.lora.max_steps="3"', "train.lora.max_steps: Input should be a valid integer (got '3')"),
+    ("train.lora.lr=fast", "train.lora.lr: Input should be a valid number (got 'fast')"),
+    ("dataset.rule=tomorrow", "dataset.rule: Input should be 'same-day' or 'next-session' (got 'tomorrow')"),
+    ("eval.base.adapter=@train/nope/adapter", "eval.base.adapter = '@train/nope/adapter': there is no [train.nope]"),
+    ("eval.base.backend=gpt4", "eval.base.backend = 'gpt4': use one of hf, llamacpp, ollama"),
+    ("eval.base.method=vibes", "eval.base: --method must be one of"),
+    ("train.lora.loss=half", "train.lora: --loss must be one of full, answer-only, got 'half'"),
+    ("eval.base.shots=[0, -5]", "eval.base: need --shots >= 0"),
+    ("experiment.name=a/b", "experiment.name: String should match pattern"),
+])
+def test_bad_values_name_the_key(override: str, expected: str) -> None:
+    msg = _err(MINIMAL, override)
+    assert msg.startswith("t.toml: ")
+    assert expected in msg
+
+
+def test_structural_errors() -> None:
+    crawl = {"codes": ["900010"], "since": "x", "until": "y"}
+    assert "crawl.since: Input should be a valid date" in _err({**MINIMAL, "crawl": crawl})
+    assert "exactly one place" in _err({**MINIMAL, "dataset": {"rule": "same-day"}})
+    replay = {"codes": {"900010": "합성전자"}, "start": date(2018, 1, 1), "end": date(2018, 1, 31)}
+    both = {**MINIMAL, "replay": replay}
+    assert "no [crawl] table" in _err(both)
+    assert "compare.pairs names 'zzz'" in _err(MINIMAL, 'compare.pairs=[["base", "zzz"]]')
+    assert "crawl.codes: stock codes are six digits, got ['5930']" in _err(
+        {**MINIMAL, "dataset": {"rule": "same-day"}}, 'crawl.codes=["5930"]', "crawl.since=2018-01-01",
+        "crawl.until=2018-01-02")
+    # a TOML date is a date; the string "2018-01-01" is not silently taken for one
+    assert "replay.start: Input should be a valid date (got '2018-01-01')" in _err(
+        {**MINIMAL, "replay": {**replay, "start": "2018-01-01"}})
+
+
+def test_overrides_are_typed_toml_values() -> None:
+    assert parse_override("train.lora.max_steps=20") == (["train", "lora", "max_steps"], 20)
+    assert parse_override("train.lora.lr=2e-4") == (["train", "lora", "lr"], 2e-4)
+    assert parse_override("eval.k.shots=[0, 5]") == (["eval", "k", "shots"], [0, 5])
+    assert parse_override("report.title=plain words") == (["report", "title"], "plain words")
+    assert parse_override("dataset.cutoff=2018-02-01")[1].isoformat() == "2018-02-01"
+    with pytest.raises(ConfigError, match="not KEY=VALUE"):
+        parse_override("train.lora.max_steps")
+    with pytest.raises(ConfigError, match="'rule' is a value, not a table"):
+        apply_overrides(MINIMAL, ["dataset.rule.x=1"])
+    assert MINIMAL["dataset"]["rule"] == "same-day"  # the input is not modified
+
+
+def test_grid_expansion_and_seeds() -> None:
+    data = apply_overrides(MINIMAL, ['eval.k.backend="hf"', 'eval.k.model=["a/m1", "b/m2"]', 'eval.k.prompt="kshot"',
+                                     "eval.k.shots=[0, 5]"])
+    from kofinsent.config import validate
+
+    cfg = validate(data)
+    runs = cfg.eval_runs()
+    assert list(runs) == ["base", "k-m1-0shot", "k-m1-5shot", "k-m2-0shot", "k-m2-5shot"]
+    assert runs["k-m2-5shot"]["model"] == "b/m2" and runs["k-m2-5shot"]["shots"] == 5
+    seeds = cfg.seeds()
+    assert seeds["dataset"] == 42 and seeds["train"] == {"lora": 0}
+    assert seeds["eval"]["k-m1-0shot"]["fewshot_seeds"] == [1, 2, 3] and seeds["eval"]["base"]["fewshot_seeds"] is None
+
+
+def test_train_and_eval_tables_follow_the_dataclasses() -> None:
+    """A new TrainConfig / EvalConfig option is usable from a config at once: the tables are derived from them."""
+    import dataclasses
+
+    from kofinsent.config import EvalSection, TrainSection
+    from kofinsent.evaluate import EvalConfig
+    from kofinsent.train import TrainConfig
+
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"out", "resume", "overwrite", "extra"}
+    assert set(TrainSection.model_fields) == train_keys | {"engine"}
+    assert set(EvalSection.model_fields) == {f.name for f in dataclasses.fields(EvalConfig)} - {"out", "overwrite"}
+
+
+def test_load_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[experiment\nname = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(f"{bad}: not valid TOML")):
+        load_config(bad)
