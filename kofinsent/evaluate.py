@@ -55,7 +55,8 @@ class EvalConfig:
     limit: int | None = None           # first N test items only (smoke runs)
     overwrite: bool = False
 
-    def validate(self) -> None:
+    def validate(self, check_files: bool = True) -> None:
+        """Raise on an option that cannot work; ``check_files=False`` checks the options alone (config loading)."""
         if self.method not in METHODS:
             raise EvalConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.prompt not in PROMPTS:
@@ -72,7 +73,7 @@ class EvalConfig:
                                   f"{self.iterations}, {self.batch_size}")
         if self.format not in ("schema", "free"):
             raise EvalConfigError(f"--format must be schema or free, got {self.format!r}")
-        if not Path(self.data).is_file():
+        if check_files and not Path(self.data).is_file():
             raise EvalConfigError(f"--data {self.data} is not a file")
 
 
