@@ -7,6 +7,7 @@ from crawler.cli import app as crawl_app
 from kofinsent.dataset.cli import app as dataset_app
 from kofinsent.eval_cli import register as register_eval
 from kofinsent.export_cli import app as export_app
+from kofinsent.report_cli import register as register_report
 from kofinsent.run_cli import register as register_run
 from kofinsent.train_cli import register as register_train
 
@@ -22,6 +23,7 @@ register_eval(app)
 register_train(app)
 app.add_typer(export_app, name="export")
 register_run(app)
+register_report(app)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ class ExperimentError(Exception):
 
 
 def new_run_id(now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     sha = git_state(Path(__file__).resolve().parent).get("short") or "nogit"
     return f"{now:%Y%m%dT%H%M%SZ}-{sha}"
 
@@ -73,7 +73,7 @@ class Experiment:
     def log(self, msg: str) -> None:
         self._echo(msg)
         with open(self.dir / "log.txt", "a", encoding="utf-8") as f:
-            f.write(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} {msg}\n")
+            f.write(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {msg}\n")
 
     def _state(self) -> dict[str, Any]:
         return read_json(self.state_path)
@@ -96,14 +96,14 @@ class Experiment:
         (self.dir / "config.toml").write_text(dump_toml(self.cfg), encoding="utf-8")
         write_json(self.state_path, {"experiment": self.cfg.experiment.name, "id": self.dir.name,
                                      "config_sha256": sha, "synthetic": self.cfg.experiment.synthetic,
-                                     "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                     "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                                      "steps": {}})
         return False
 
     def _mark(self, step: str, info: dict[str, Any], seconds: float) -> None:
         state = self._state()
         state["steps"][step] = {"status": "done", "seconds": round(seconds, 3),
-                                "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info}
+                                "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"), **info}
         write_json(self.state_path, state)
 
     def done(self, step: str) -> bool:
@@ -252,7 +252,7 @@ class Experiment:
         sheet = build_dataset(db, out, d.rule, d.per_label, d.split, d.test_size, d.cutoff, d.seed, dedupe=d.dedupe,
                               group_by_day=d.group_by_day, stratify_stock=d.stratify_stock,
                               allow_fewer=d.allow_fewer, progress=self.progress)
-        counts = {f"n_{s}": n for s, n in sheet.get("by_split", {}).items()}
+        counts = {f"n_{s}": n for s, n in sheet["counts"]["by_split"].items()}
         if d.sharegpt:
             from .dataset.sharegpt import export_sharegpt
 
@@ -284,9 +284,12 @@ class Experiment:
         cfg = TrainConfig(**spec, out=str(out))
         if engine == "unsloth":
             from .train_cli import _check_engine
+            from .train_unsloth import train_unsloth
 
             _check_engine(engine)  # stops with a clear message without CUDA / the gpu extra
-        metrics = train(cfg)
+            metrics = train_unsloth(cfg)
+        else:
+            metrics = train(cfg)
         keep = ("global_step", "train_loss", "val_loss", "val_accuracy", "val_n")
         return {k: metrics[k] for k in keep if k in metrics}
 
@@ -343,8 +346,8 @@ class Experiment:
 
         r = self.cfg.report
         out = Path(r.out or f"reports/{self.cfg.experiment.name}")
-        written = build_report([self.dir], out, title=r.title, examples=r.examples)
-        return {"out": str(out), "files": len(written) if written is not None else None}
+        rep = build_report([self.dir], out, title=r.title, examples=r.examples)
+        return {"out": str(out), "tables": len(rep.tables), "figures": len(rep.figures)}
 
 
 def _headline(m: dict[str, Any]) -> dict[str, Any]:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 
 def _errors() -> AbstractContextManager[None]:
     from crawler.errors import CrawlerError
+
     from .backends.base import BackendError
     from .cli_errors import one_line_errors
     from .config import ConfigError
@@ -26,10 +27,10 @@ def _errors() -> AbstractContextManager[None]:
 
 def run_command(
     config: Annotated[Path, typer.Argument(help="Experiment file, e.g. experiments/quickstart.toml.")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(
+    overrides: Annotated[list[str] | None, typer.Argument(
         help="Dotted KEY=VALUE overrides, e.g. train.lora.max_steps=20 dataset.per_label=500.")] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories go.")] = Path("runs"),
-    resume: Annotated[Optional[Path], typer.Option(
+    resume: Annotated[Path | None, typer.Option(
         "--resume", help="Continue this run directory (default: the newest run of the same resolved config).")
     ] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new run directory even if one of this config exists.")

@@ -13,13 +13,14 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, is_dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("kofinsent", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "tokenizers", "llama_cpp_python",
-            "gguf", "ollama", "numpy", "pandas", "scipy", "statsmodels", "scikit-learn", "kiwipiepy", "requests")
+PACKAGES = ("kofinsent", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "tokenizers", "trl", "unsloth",
+            "unsloth_zoo", "llama_cpp_python", "gguf", "ollama", "numpy", "pandas", "scipy", "statsmodels",
+            "scikit-learn", "kiwipiepy", "requests")
 RUN_MARKERS = ("config.json", "metrics.json", "predictions.jsonl")
 
 
@@ -61,7 +62,7 @@ def git_state(cwd: str | Path | None = None) -> dict[str, Any]:
 def environment(seeds: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a result depends on besides its config: code version, packages, hardware, seeds, command line."""
     env: dict[str, Any] = {
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": sys.argv,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -7,11 +7,13 @@ the prompt and keeps the label tokens and the EOS. Padding is masked by position
 added), never by token id: polyglot-ko's pad token *is* its EOS, and the real EOS must stay in the labels.
 
 Training runs on the HF ``Trainer`` with per-batch dynamic padding and length-grouped sampling, so ``accelerate
-launch`` runs it unchanged on several GPUs. A run directory holds ``config.json`` (the resolved config and the sha256 of
-the training data), ``environment.json``, ``checkpoint-*/`` (every ``save_steps``; ``resume`` continues from the
-latest), ``adapter/`` (PEFT format), ``metrics.json`` (losses and the validation slice's log-likelihood accuracy,
-scored with :class:`~kofinsent.backends.hf.HFBackend` exactly as ``kofinsent eval`` scores) and, with ``merge``,
-``merged/`` (the full model with the adapter folded in).
+launch`` runs it unchanged on several GPUs (``accelerate/ddp.yaml``, ``accelerate/fsdp.yaml``; under FSDP quantized
+base weights are refused and the adapter is gathered before it is saved, see ``docs/multi_gpu.md``). A run directory
+holds ``config.json`` (the resolved config and the sha256 of the training data), ``environment.json``,
+``checkpoint-*/`` (every ``save_steps``; ``resume`` continues from the latest), ``adapter/`` (PEFT format),
+``metrics.json`` (losses and the validation slice's log-likelihood accuracy, scored with
+:class:`~kofinsent.backends.hf.HFBackend` exactly as ``kofinsent eval`` scores) and, with ``merge``, ``merged/`` (the
+full model with the adapter folded in). ``--engine unsloth`` (:mod:`kofinsent.train_unsloth`) writes the same layout.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +64,7 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     scheduler: str = "linear"
     weight_decay: float = 0.0
-    loss: str = "full"
+    loss: str | None = None  # None: the engine's own (hf: "full", as the seed; unsloth: "answer-only")
     seed: int = 0
     save_steps: int = 100
     save_total_limit: int | None = None
@@ -78,8 +80,9 @@ class TrainConfig:
     dataloader_workers: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> None:
-        if self.loss not in LOSSES:
+    def validate(self, check_files: bool = True) -> None:
+        """Raise on an option that cannot work; ``check_files=False`` checks the options alone (config loading)."""
+        if self.loss is not None and self.loss not in LOSSES:
             raise TrainError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.precision not in PRECISIONS:
             raise TrainError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -87,6 +90,12 @@ class TrainConfig:
             raise TrainError("choose one of --load-in-8bit and --load-in-4bit")
         if self.resume and self.overwrite:
             raise TrainError("choose one of --resume and --overwrite")
+        if self.load_in_8bit and fsdp_active():
+            # bitsandbytes' int8 weights (Linear8bitLt) cannot be sharded by FSDP; only its 4-bit type can, and only
+            # with a float quant_storage.
+            raise TrainError("--load-in-8bit does not work under FSDP (ACCELERATE_USE_FSDP is set: accelerate launch "
+                             "with an FSDP config): bitsandbytes' 8-bit weights cannot be sharded; use "
+                             "accelerate/ddp.yaml for 8-bit base weights on several GPUs, or drop --load-in-8bit")
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -100,7 +109,7 @@ class TrainConfig:
             raise TrainError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.val_size is not None and self.val_size < 0:
             raise TrainError(f"--val-size must be >= 0, got {self.val_size}")
-        if not Path(self.data).is_file():
+        if check_files and not Path(self.data).is_file():
             raise TrainError(f"training data {self.data} does not exist")
 
 
@@ -294,6 +303,15 @@ def _local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def fsdp_active() -> bool:
+    """Whether this process runs under FSDP: ``accelerate launch`` with an FSDP config exports
+    ``ACCELERATE_USE_FSDP=true`` to every process, and that is what makes accelerate (and the Trainer) build FSDP."""
+    import os
+
+    # the values accelerate's own str_to_bool reads as true
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() in ("1", "true", "t", "yes", "y", "on")
+
+
 def _precision(cfg: TrainConfig, cuda: bool) -> dict[str, bool]:
     if cfg.precision in ("fp16", "bf16") and not cuda:
         raise TrainError(f"--precision {cfg.precision} needs CUDA; on CPU training runs in float32")
@@ -367,13 +385,20 @@ def score_validation(base: str, adapter: Path, records: Sequence[dict[str, Any]]
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on ``cfg.data``; writes the run directory and returns its metrics."""
     cfg.validate()
+    cfg = replace(cfg, loss=cfg.loss or "full")
+    if cfg.load_in_4bit and fsdp_active():
+        # FSDP flattens each wrapped block into one tensor of one dtype; QLoRA-FSDP needs a float
+        # bnb_4bit_quant_storage and loading without a device map, which this engine does not do.
+        raise TrainError("--load-in-4bit is not supported under FSDP by --engine hf (ACCELERATE_USE_FSDP is set: "
+                         "accelerate launch with an FSDP config); use accelerate/ddp.yaml for 4-bit base weights on "
+                         "several GPUs, or drop --load-in-4bit")
     t0 = time.perf_counter()
     records = load_records(cfg.data)
     data_sha = sha256_file(cfg.data)
     resume_from = prepare_out(cfg, data_sha)
     out = Path(cfg.out)
 
-    from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+    from transformers import Trainer, TrainingArguments, set_seed
 
     set_seed(cfg.seed)
     train_recs, val_recs = split_validation(records, cfg.val_size, cfg.seed)
@@ -382,22 +407,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     val_ds = [encode_example(tokenizer, r["title"], r["label"], cfg.loss, cfg.max_length) for r in val_recs]
     precision = _precision(cfg, facts["cuda"])
 
-    resolved = {**asdict(cfg), "data_sha256": data_sha, "n_records": len(records), "n_train": len(train_ds),
-                "n_val": len(val_ds), "prompt": "seed2shot", **facts, **precision,
+    resolved = {**asdict(cfg), "engine": "hf", "data_sha256": data_sha, "n_records": len(records),
+                "n_train": len(train_ds), "n_val": len(val_ds), "prompt": "seed2shot", **facts, **precision,
                 "train_sampling_strategy": "group_by_length", "padding": "dynamic (per batch, right)"}
     if _is_main():
         write_json(out / "config.json", resolved)
         write_json(out / "environment.json", environment({"seed": cfg.seed}))
-
-    log_path = out / "trainer_log.jsonl"
-
-    class _Log(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
-            if logs and state.is_world_process_zero:
-                from .runs import dumps
-
-                with open(log_path, "a", encoding="utf-8") as f:
-                    f.write(dumps({"step": state.global_step, **logs}) + "\n")
 
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
@@ -414,21 +429,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds or None,
                       data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                      callbacks=[_Log()])
+                      callbacks=[log_callback(out / "trainer_log.jsonl")])
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-
-    metrics: dict[str, Any] = {
-        "global_step": trainer.state.global_step, "epochs": trainer.state.epoch,
-        "train_loss": result.training_loss, "last_logged_loss": train_losses[-1] if train_losses else None,
-        "resumed_from": str(resume_from) if resume_from else None,
-    }
+    metrics = run_metrics(trainer, result, resume_from)
     if val_ds:
         metrics["val_loss"] = trainer.evaluate()["eval_loss"]
     adapter_dir = out / "adapter"
-    if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
-        tokenizer.save_pretrained(adapter_dir)
+    if trainer.is_fsdp_enabled:  # sharded weights must be gathered (a collective) to save a PEFT-format adapter
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(adapter_dir))  # every rank calls it; the main process writes adapter + tokenizer
     trainer.accelerator.wait_for_everyone()
     del trainer, model
     if _is_main():
@@ -438,6 +447,30 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         metrics["train_s"] = time.perf_counter() - t0
         write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def log_callback(path: Path) -> Any:
+    """A ``TrainerCallback`` appending every log (losses, learning rate, eval) with its step to ``path`` as JSON
+    Lines, from the main process only."""
+    from transformers import TrainerCallback
+
+    from .runs import dumps
+
+    class _Log(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+            if logs and state.is_world_process_zero:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(dumps({"step": state.global_step, **logs}) + "\n")
+
+    return _Log()
+
+
+def run_metrics(trainer: Any, result: Any, resume_from: Path | None) -> dict[str, Any]:
+    """The metrics every engine reports after ``trainer.train()``."""
+    train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"global_step": trainer.state.global_step, "epochs": trainer.state.epoch,
+            "train_loss": result.training_loss, "last_logged_loss": train_losses[-1] if train_losses else None,
+            "resumed_from": str(resume_from) if resume_from else None}
 
 
 def _is_main() -> bool:
@@ -461,5 +494,6 @@ def merge_adapter(base: str, adapter: Path, out: Path) -> Path:
     return out
 
 
-__all__ = ["DEFAULT_TARGETS", "PadCollator", "TrainConfig", "TrainError", "encode_example", "linear_module_names",
-           "load_records", "merge_adapter", "resolve_targets", "split_validation", "train"]
+__all__ = ["DEFAULT_TARGETS", "PadCollator", "TrainConfig", "TrainError", "encode_example", "fsdp_active",
+           "linear_module_names", "load_records", "log_callback", "merge_adapter", "prepare_out", "resolve_targets",
+           "run_metrics", "split_validation", "train"]

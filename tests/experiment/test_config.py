@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from kofinsent.config import ConfigError, ExperimentConfig, apply_overrides, dump_toml, load_config, parse_override
+from kofinsent.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    dump_toml,
+    load_config,
+    parse_override,
+)
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.toml"))
 MINIMAL = {

@@ -118,8 +118,9 @@ def test_adapter_is_peft_format_and_loads(run_8bit, tiny_neox_dir):
 
 
 def test_resume_from_checkpoint_matches_uninterrupted(tiny_neox_dir, cue_data, tmp_path):
-    kw = dict(model=str(tiny_neox_dir), data=str(cue_data / "train.jsonl"), lora_r=8, lora_alpha=16, lr=2e-3,
-              max_steps=30, batch_size=8, save_steps=15, logging_steps=1, val_size=20, loss="full", seed=3)
+    kw = {"model": str(tiny_neox_dir), "data": str(cue_data / "train.jsonl"), "lora_r": 8, "lora_alpha": 16,
+          "lr": 2e-3, "max_steps": 30, "batch_size": 8, "save_steps": 15, "logging_steps": 1, "val_size": 20,
+          "loss": "full", "seed": 3}
     full = train(TrainConfig(out=str(tmp_path / "a"), **kw))
     # an interrupted run: only its mid-run checkpoint survived
     shutil.copytree(tmp_path / "a" / "checkpoint-15", tmp_path / "b" / "checkpoint-15")
@@ -151,6 +152,7 @@ def test_merge_writes_full_model_equal_to_base_plus_adapter(tiny_neox_dir, cue_d
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, peft(ids).logits, atol=1e-4)
     assert (out / "merged" / "tokenizer.json").is_file()
+    assert read(out / "config.json")["loss"] == "full"  # --loss left out: the hf engine's default, as the seed
 
 
 # -- errors -----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,140 @@
+"""``build_report``: run directories in, report.md / report.tex / report.html / report.json / figures out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..runs import dumps
+from .cite import Text
+from .collect import Run, Step, load_runs
+from .examples import TITLE_CHARS, examples_table
+from .figures import Figure, make_figures
+from .methods import methods
+from .tables import Table, compare_table, kshot_table, main_table, sentiment_table
+
+DEFAULT_EXAMPLES = 5
+OUTPUTS = ("report.md", "report.tex", "report.html", "report.json")
+
+
+@dataclass
+class Report:
+    title: str
+    runs: list[Run]
+    methods: list[tuple[str, list[Text]]]
+    tables: list[Table]
+    examples: list[Table]
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    title_chars: int = TITLE_CHARS
+
+    @property
+    def synthetic(self) -> bool:
+        return any(r.synthetic for r in self.runs)
+
+    @property
+    def synthetic_text(self) -> str:
+        labels = ", ".join(r.label for r in self.runs if r.synthetic)
+        return (f"Synthetic data: {labels} ran on kofinsent's synthetic replay forum (config.toml: [experiment] "
+                "synthetic = true). Its titles and prices are generated, so these numbers say nothing about real "
+                "stocks; they show that the pipeline works.")
+
+    @property
+    def steps(self) -> list[Step]:
+        return [s for r in self.runs for s in r.steps]
+
+    def numbers(self) -> list[dict[str, Any]]:
+        """Every number shown, with where it is shown and where it came from."""
+        out: list[dict[str, Any]] = []
+
+        def add(where: str, t: Text) -> None:
+            out.extend({**n.to_json(), "where": where} for n in t.numbers)
+
+        for label, paras in self.methods:
+            for i, p in enumerate(paras):
+                add(f"methods/{label}/{i}", p)
+        for t in self.tables + self.examples:
+            for i, row in enumerate(t.rows):
+                for c, cell in zip(t.columns, row):
+                    add(f"{t.id}/row {i}/{c.name}", cell)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "generated_by": f"kofinsent {__version__} report",
+            "synthetic": self.synthetic,
+            "synthetic_notice": self.synthetic_text if self.synthetic else None,
+            "runs": [{"label": r.label, "path": str(r.path), "kind": r.kind, "synthetic": r.synthetic,
+                      "steps": [s.cite for s in r.steps]} for r in self.runs],
+            "methods": [{"run": label, "paragraphs": [p.to_json() for p in paras]} for label, paras in self.methods],
+            "tables": [t.to_json() for t in self.tables],
+            "examples": [t.to_json() for t in self.examples],
+            "figures": [f.to_json() for f in self.figures],
+            "numbers": self.numbers(),
+            "notes": self.notes,
+        }
+
+
+def _title(runs: list[Run], title: str | None) -> str:
+    if title:
+        return title
+    for r in runs:
+        if r.config.get("report", {}).get("title"):
+            return str(r.config["report"]["title"])
+    return "kofinsent report: " + ", ".join(r.label for r in runs)
+
+
+def _examples(runs: list[Run], n: int | None) -> int:
+    if n is not None:
+        return n
+    for r in runs:
+        v = r.config.get("report", {}).get("examples")
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return DEFAULT_EXAMPLES
+
+
+def assemble(run_dirs: list[str | Path], title: str | None = None, examples: int | None = None) -> Report:
+    """Read the runs and lay out the report's content (no files written; figures come in :func:`build_report`)."""
+    runs = load_runs(list(run_dirs))
+    steps = [s for r in runs for s in r.steps]
+    tables = [t for t in (main_table(steps), kshot_table(steps), sentiment_table(steps), compare_table(runs)) if t]
+    n_examples = _examples(runs, examples)
+    ex = [t for i, s in enumerate(steps, 1) if (t := examples_table(s, n_examples, i)) is not None]
+    return Report(_title(runs, title), runs, [(r.label, methods(r)) for r in runs], tables, ex,
+                  notes=[n for r in runs for n in r.notes])
+
+
+def _clear(out: Path) -> None:
+    """Remove what an earlier report wrote here, so a figure the runs no longer call for does not linger."""
+    for name in OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    if (out / "figures").is_dir():
+        for f in (out / "figures").iterdir():
+            if f.suffix in (".png", ".pdf") and f.is_file():
+                f.unlink()
+
+
+def build_report(run_dirs: list[str | Path], out: str | Path, title: str | None = None,
+                 examples: int | None = None) -> Report:
+    """Write report.md, report.tex, report.html, report.json and figures/*.png|pdf to ``out`` from the given run
+    directories (experiment runs or bare eval runs). Raises :class:`~kofinsent.report.collect.ReportError` for a
+    directory that is not a run or a file that cannot be read; nothing is written then."""
+    from .render import render
+
+    if examples is not None and examples < 0:
+        raise ValueError(f"--examples must be >= 0, got {examples}")
+    report = assemble(run_dirs, title, examples)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear(out)
+    report.figures = make_figures(report.runs, report.steps, out / "figures")
+    for kind in ("md", "tex", "html"):
+        (out / f"report.{kind}").write_text(render(report, kind), encoding="utf-8", newline="\n")
+    (out / "report.json").write_text(dumps(report.to_json(), indent=2) + "\n", encoding="utf-8", newline="\n")
+    return report
+
+
+__all__ = ["Report", "assemble", "build_report"]
