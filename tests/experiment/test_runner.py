@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from kofinsent.config import apply_overrides, validate
-from kofinsent.experiment import Experiment, ExperimentError, find_resumable, new_run_id, run_experiment
+from kofinsent.experiment import (
+    Experiment,
+    ExperimentError,
+    find_resumable,
+    new_run_id,
+    run_experiment,
+)
 from kofinsent.runs import read_json
 
 BASE = {
