@@ -84,6 +84,24 @@ def _noop(days_done: int, stored: int) -> None:
     return None
 
 
+def progress_bar(total_days: int, desc: str, enabled: bool = True) -> tuple[Progress, Callable[[], None]]:
+    """A tqdm bar on stderr for :func:`backfill`'s ``progress`` (days covered, posts stored) and its ``close``.
+    Shown only on a terminal, and never when ``enabled`` is false."""
+    import sys
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_days, desc=desc, unit="day", dynamic_ncols=True, file=sys.stderr,
+               disable=None if enabled else True)
+
+    def update(days_done: int, stored: int) -> None:
+        bar.n = days_done
+        bar.set_postfix(stored=stored, refresh=False)
+        bar.refresh()
+
+    return update, bar.close
+
+
 def job_key(source: str, code: str, rng: DateRange) -> str:
     return f"posts:{source}:{code}:{rng.since.isoformat()}:{rng.until.isoformat()}"
 
@@ -316,4 +334,5 @@ def backfill(source: str, fetcher: Fetcher, store: Store, code: str, rng: DateRa
     return BACKFILLS[source](fetcher, store, code, rng, progress=progress).run()
 
 
-__all__ = ["API_URL", "BOARD_URL", "ApiBackfill", "HtmlBackfill", "DateRange", "BackfillResult", "backfill"]
+__all__ = ["API_URL", "BOARD_URL", "ApiBackfill", "HtmlBackfill", "DateRange", "BackfillResult", "backfill",
+           "progress_bar"]

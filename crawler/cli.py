@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -94,19 +93,6 @@ def _store(db: Path):
     return Store(db)
 
 
-def _bar(total: int, desc: str, unit: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, disable=None)  # off unless a TTY
-
-    def update(done: int, stored: int) -> None:
-        bar.n = done
-        bar.set_postfix(stored=stored, refresh=False)
-        bar.refresh()
-
-    return update, bar.close
-
-
 @app.command()
 def posts(
     codes: Codes,
@@ -123,7 +109,7 @@ def posts(
 ) -> None:
     """Backfill forum posts of each stock in [since, until] (KST, inclusive). Resumes an interrupted crawl."""
     with _errors():
-        from .backfill import DateRange, backfill
+        from .backfill import DateRange, backfill, progress_bar
 
         code_list = parse_codes(codes)
         rng = DateRange(parse_day(since, "--since"), parse_day(until, "--until"))
@@ -133,7 +119,7 @@ def posts(
         fetcher = _fetcher(base_url, delay, retries, timeout, max_requests, cache_dir)
         try:
             for code in code_list:
-                update, close = _bar(rng.days, f"{code} posts", "day")
+                update, close = progress_bar(rng.days, f"{code} posts")
                 try:
                     res = backfill(source, fetcher, store, code, rng, progress=update)
                 finally:

@@ -9,6 +9,7 @@ Paths starting with ``@`` point into the run directory: ``@dataset/train.jsonl``
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -30,6 +31,7 @@ from pydantic import (
 )
 
 REF = "@"
+TRAIN_SPLIT = "@dataset/train.jsonl"  # the default training data, and where kshot prompts draw their examples
 SECTIONS_WITH_OUTPUTS = ("dataset", "models", "train", "export")
 
 
@@ -171,7 +173,7 @@ def _train_section() -> type[BaseModel]:
 
     return _section_from_dataclass(
         TrainConfig, "TrainSection", {"out", "resume", "overwrite", "extra", "data"},
-        {"engine": (Literal["hf", "unsloth"], "hf"), "data": (str, "@dataset/train.jsonl")})
+        {"engine": (Literal["hf", "unsloth"], "hf"), "data": (str, TRAIN_SPLIT)})
 
 
 def _eval_section() -> type[BaseModel]:
@@ -203,6 +205,10 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
+        from .backends import REGISTRY
+        from .evaluate import EvalConfig
+        from .train import TrainConfig
+
         if (self.crawl is None) == (self.dataset.db is None):
             raise ValueError("the data come from exactly one place: a [crawl] table or dataset.db")
         if self.replay is not None:
@@ -217,15 +223,17 @@ class ExperimentConfig(_Strict):
         for name, t in self.train.items():
             _check_ref(self, f"train.{name}.model", t.model)
             _check_ref(self, f"train.{name}.data", t.data)
-            _check_options(f"train.{name}", "train", {k: v for k, v in t.model_dump().items() if k != "engine"})
+            _check_options(f"train.{name}", TrainConfig, {k: v for k, v in t.model_dump().items() if k != "engine"})
         for name, e in self.export.items():
             if e.train is not None and e.train not in self.train:
                 raise ValueError(f"export.{name}.train = {e.train!r} names no [train.*] table")
             if e.model is not None:
                 _check_ref(self, f"export.{name}.model", e.model)
         for name, e in self.eval.items():
-            _check_options(f"eval.{name}", "eval", {**e.model_dump(), "model": "", "shots": min(_as_list(e.shots)),
-                                                    "train": e.train or "@dataset/train.jsonl"})
+            if e.backend not in REGISTRY:
+                raise ValueError(f"eval.{name}.backend = {e.backend!r}: use one of {', '.join(REGISTRY)}")
+            _check_options(f"eval.{name}", EvalConfig, {**e.model_dump(), "model": "", "shots": min(_as_list(e.shots)),
+                                                    "train": e.train or TRAIN_SPLIT})
             for key in ("model", "adapter", "data", "train"):
                 for v in _as_list(getattr(e, key)):
                     if v is not None:
@@ -251,7 +259,7 @@ class ExperimentConfig(_Strict):
                     key += f"-{k}shot"
                 train = spec["train"]
                 if train is None and spec["prompt"] == "kshot":
-                    train = "@dataset/train.jsonl"
+                    train = TRAIN_SPLIT
                 runs[key] = {**spec, "model": m, "shots": k, "train": train}
         return runs
 
@@ -298,19 +306,14 @@ def _check_ref(cfg: ExperimentConfig, key: str, value: str) -> None:
         raise ValueError(f"{key} = {value!r}: there is no [{head}.{parts[1]}] table")
 
 
-def _check_options(key: str, kind: str, values: dict[str, Any]) -> None:
-    """The same checks ``kofinsent train`` / ``kofinsent eval`` make on their options, at load time."""
-    from .backends import REGISTRY
-    from .evaluate import EvalConfig, EvalConfigError
-    from .train import TrainConfig, TrainError
+def _check_options(key: str, config_cls: type, values: dict[str, Any]) -> None:
+    """The checks ``kofinsent train`` / ``kofinsent eval`` make on their options (``config_cls.validate``), at load
+    time, as a ValueError naming the table."""
+    from .evaluate import EvalConfigError
+    from .train import TrainError
 
-    if kind == "eval" and values["backend"] not in REGISTRY:
-        raise ValueError(f"{key}.backend = {values['backend']!r}: use one of {', '.join(REGISTRY)}")
     try:
-        if kind == "train":
-            TrainConfig(**values, out="").validate(check_files=False)
-        else:
-            EvalConfig(**values, out="").validate(check_files=False)
+        config_cls(**values, out="").validate(check_files=False)
     except (TrainError, EvalConfigError) as e:
         raise ValueError(f"{key}: {e}") from None
 
@@ -340,7 +343,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    out = _deepcopy(data)  # the caller's dict stays untouched
+    out = copy.deepcopy(data)  # the caller's dict stays untouched
     for text in overrides:
         path, value = parse_override(text)
         node = out
@@ -351,14 +354,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = nxt
         node[path[-1]] = value
     return out
-
-
-def _deepcopy(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _deepcopy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_deepcopy(v) for v in obj]
-    return obj
 
 
 def validate(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:

@@ -70,7 +70,7 @@ def eval_command(
 ) -> None:
     """Evaluate one model on the test split; writes config.json, predictions.jsonl and metrics.json to --out."""
     with _errors():
-        from .evaluate import EvalConfig, evaluate, load_items
+        from .evaluate import EvalConfig, evaluate, progress_total
 
         try:
             seeds = [int(s) for s in fewshot_seeds.split(",") if s.strip()]
@@ -83,10 +83,7 @@ def eval_command(
                          prefix_cache=not no_prefix_cache, max_new_tokens=max_new_tokens, limit=limit,
                          overwrite=overwrite)
         cfg.validate()
-        n = len(load_items(cfg.data, cfg.limit))
-        per_prompt = len(seeds) if prompt == "kshot" else 1
-        total = n * (iterations if method == "sentiment" else per_prompt)
-        bar = _progress(total, f"eval {backend}:{Path(model).name}")
+        bar = _progress(progress_total(cfg), f"eval {backend}:{Path(model).name}")
         try:
             metrics = evaluate(cfg, progress=bar.update, started=STARTED)
         finally:

@@ -94,6 +94,14 @@ def load_items(path: str | Path, limit: int | None = None) -> list[dict[str, Any
     return items
 
 
+def progress_total(cfg: EvalConfig) -> int:
+    """How many progress units :func:`evaluate` reports: items x few-shot seeds, or items x iterations (sentiment)."""
+    n = len(load_items(cfg.data, cfg.limit))
+    if cfg.method == "sentiment":
+        return n * cfg.iterations
+    return n * (len(cfg.fewshot_seeds) if cfg.prompt == "kshot" else 1)
+
+
 def make_backend(cfg: EvalConfig) -> Backend:
     kw: dict[str, Any] = {"model": cfg.model}
     if cfg.backend == "hf":

@@ -126,8 +126,7 @@ class Experiment:
         out += [(f"eval/{n}", lambda n=n, s=s: self.evaluate(n, s)) for n, s in c.eval_runs().items()]
         if c.baselines.enabled:
             out.append(("baselines", self.baselines))
-        out += [(f"compare/{a}__{b}".replace("baselines/", ""), lambda a=a, b=b: self.compare(a, b))
-                for a, b in c.compare.pairs]
+        out += [(f"compare/{_pair_name(a, b)}", lambda a=a, b=b: self.compare(a, b)) for a, b in c.compare.pairs]
         if c.report.enabled:
             out.append(("report", self.report))
         return out
@@ -183,7 +182,7 @@ class Experiment:
             yield server.url
 
     def crawl(self) -> dict[str, Any]:
-        from crawler.backfill import DateRange, backfill
+        from crawler.backfill import DateRange, backfill, progress_bar
         from crawler.http import Fetcher, HttpConfig
         from crawler.prices import fetch_prices
         from crawler.store import Store
@@ -207,7 +206,11 @@ class Experiment:
                 for code in c.codes:
                     if code in names:
                         store.upsert_stock(code, names[code])
-                    res = backfill(c.source, fetcher, store, code, rng, progress=self._bar(rng.days, f"{code} posts"))
+                    update, close = progress_bar(rng.days, f"{code} posts", self.progress)
+                    try:
+                        res = backfill(c.source, fetcher, store, code, rng, progress=update)
+                    finally:
+                        close()
                     posts[code] = store.count_posts(code)
                     self.log(f"  {code}: {res.stored} new posts from {res.pages} pages, {posts[code]} stored"
                              + ("; already complete" if res.already_done else ""))
@@ -225,21 +228,6 @@ class Experiment:
         d.mkdir(exist_ok=True)
         write_json(d / "summary.json", info)
         return {"db_sha256": info["db_sha256"], "posts": sum(posts.values()), "requests": requests}
-
-    def _bar(self, total: int, desc: str) -> Callable[[int, int], None]:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=desc, unit="day", file=sys.stderr, disable=not self.progress or None,
-                   leave=False)
-
-        def update(done: int, stored: int) -> None:
-            bar.n = done
-            bar.set_postfix(stored=stored, refresh=False)
-            bar.refresh()
-            if done >= total:
-                bar.close()
-
-        return update
 
     def dataset(self) -> dict[str, Any]:
         from .dataset.build import build_dataset
@@ -275,21 +263,13 @@ class Experiment:
         return {"arch": m.arch, "tokenizer_titles": len(titles), "vocab": len(tok)}
 
     def train(self, name: str) -> dict[str, Any]:
-        from .train import TrainConfig, train
+        from .train import TrainConfig, train_with
 
         spec = self.cfg.train[name].model_dump()
         engine = spec.pop("engine")
         spec.update(model=self.path(spec["model"]), data=self.path(spec["data"]))
         out = self._fresh(f"train/{name}")
-        cfg = TrainConfig(**spec, out=str(out))
-        if engine == "unsloth":
-            from .train_cli import _check_engine
-            from .train_unsloth import train_unsloth
-
-            _check_engine(engine)  # stops with a clear message without CUDA / the gpu extra
-            metrics = train_unsloth(cfg)
-        else:
-            metrics = train(cfg)
+        metrics = train_with(engine, TrainConfig(**spec, out=str(out)))
         keep = ("global_step", "train_loss", "val_loss", "val_accuracy", "val_n")
         return {k: metrics[k] for k in keep if k in metrics}
 
@@ -305,7 +285,7 @@ class Experiment:
     def evaluate(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         from tqdm import tqdm
 
-        from .evaluate import EvalConfig, evaluate, load_items
+        from .evaluate import EvalConfig, evaluate, progress_total
 
         spec = dict(spec)
         for key in ("model", "adapter", "data", "train"):
@@ -313,10 +293,7 @@ class Experiment:
                 spec[key] = self.path(spec[key])
         out = self._fresh(f"eval/{name}")
         cfg = EvalConfig(**spec, out=str(out), overwrite=True)
-        n = len(load_items(cfg.data, cfg.limit))
-        per = len(cfg.fewshot_seeds) if cfg.prompt == "kshot" else 1
-        total = n * (cfg.iterations if cfg.method == "sentiment" else per)
-        with tqdm(total=total, desc=f"eval {name}", unit="item", file=sys.stderr,
+        with tqdm(total=progress_total(cfg), desc=f"eval {name}", unit="item", file=sys.stderr,
                   disable=not self.progress or None, leave=False) as bar:
             m = evaluate(cfg, progress=bar.update)
         return _headline(m)
@@ -338,7 +315,7 @@ class Experiment:
         res = compare_runs(where(a), where(b))
         d = self.dir / "compare"
         d.mkdir(exist_ok=True)
-        write_json(d / f"{a}__{b}.json".replace("baselines/", ""), {"a": a, "b": b, **res})
+        write_json(d / f"{_pair_name(a, b)}.json", {"a": a, "b": b, **res})
         return {k: res[k] for k in ("n_paired", "mcnemar_p", "levene_p", "welch_p") if res.get(k) is not None}
 
     def report(self) -> dict[str, Any]:
@@ -348,6 +325,11 @@ class Experiment:
         out = Path(r.out or f"reports/{self.cfg.experiment.name}")
         rep = build_report([self.dir], out, title=r.title, examples=r.examples)
         return {"out": str(out), "tables": len(rep.tables), "figures": len(rep.figures)}
+
+
+def _pair_name(a: str, b: str) -> str:
+    """``compare/<a>__<b>``: baselines by their own names, so the pair is one file name."""
+    return f"{a}__{b}".replace("baselines/", "")
 
 
 def _headline(m: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,9 @@ RUN_FILES = ("config.json", "environment.json", "metrics.json", "trainer_log.jso
 RUN_DIRS = ("adapter", "merged")
 
 
+ENGINES = ("hf", "unsloth")
+
+
 class TrainError(Exception):
     """A training run cannot start: bad data, bad options, an occupied output directory, a missing dependency."""
 
@@ -473,6 +476,22 @@ def run_metrics(trainer: Any, result: Any, resume_from: Path | None) -> dict[str
             "resumed_from": str(resume_from) if resume_from else None}
 
 
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise TrainError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+def train_with(engine: str, cfg: TrainConfig) -> dict[str, Any]:
+    """Run ``cfg`` on an engine: ``"hf"`` (:func:`train`) or ``"unsloth"`` (imported only when asked for; it checks
+    for CUDA itself before importing unsloth)."""
+    check_engine(engine)
+    if engine == "unsloth":
+        from .train_unsloth import train_unsloth
+
+        return train_unsloth(cfg)
+    return train(cfg)
+
+
 def _is_main() -> bool:
     import os
 
@@ -494,6 +513,6 @@ def merge_adapter(base: str, adapter: Path, out: Path) -> Path:
     return out
 
 
-__all__ = ["DEFAULT_TARGETS", "PadCollator", "TrainConfig", "TrainError", "encode_example", "fsdp_active",
-           "linear_module_names", "load_records", "log_callback", "merge_adapter", "prepare_out", "resolve_targets",
-           "run_metrics", "split_validation", "train"]
+__all__ = ["DEFAULT_TARGETS", "ENGINES", "PadCollator", "TrainConfig", "TrainError", "check_engine", "encode_example",
+           "fsdp_active", "linear_module_names", "load_records", "log_callback", "merge_adapter", "prepare_out",
+           "resolve_targets", "run_metrics", "split_validation", "train", "train_with"]

@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-ENGINES = ("hf", "unsloth")
-
 
 def _errors() -> AbstractContextManager[None]:
     # imported here: `kofinsent --help` stays light
@@ -23,10 +21,9 @@ def _errors() -> AbstractContextManager[None]:
 
 def _check_engine(engine: str, cuda: bool = True) -> None:
     """``--engine``'s value and, for unsloth with ``cuda``, a CUDA device (before unsloth is ever imported)."""
-    from .train import TrainError
+    from .train import check_engine
 
-    if engine not in ENGINES:
-        raise TrainError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    check_engine(engine)
     if engine == "unsloth" and cuda:
         from .train_unsloth import require_cuda
 
@@ -81,7 +78,7 @@ def train_command(
     template); writes the PEFT adapter to --out/adapter."""
     with _errors():
         _check_engine(engine, cuda=False)  # train_unsloth checks CUDA itself, after the options
-        from .train import TrainConfig, _is_main
+        from .train import TrainConfig, _is_main, train_with
 
         targets = [t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None
         cfg = TrainConfig(model=model, data=str(data), out=str(out), load_in_8bit=load_in_8bit,
@@ -91,11 +88,7 @@ def train_command(
                           save_steps=save_steps, logging_steps=logging_steps, val_size=val_size,
                           eval_steps=eval_steps, max_length=max_length, gradient_checkpointing=gradient_checkpointing,
                           precision=precision, resume=resume, overwrite=overwrite, merge=merge)
-        if engine == "unsloth":
-            from .train_unsloth import train_unsloth as run
-        else:
-            from .train import train as run
-        m = run(cfg)
+        m = train_with(engine, cfg)
         if not _is_main():  # under accelerate launch every rank returns; one report is enough
             return
         line = f"steps={m.get('global_step')} train_loss={m.get('train_loss'):.4g}"
