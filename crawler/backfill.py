@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Protocol
 
+from .errors import FetchError
 from .http import Fetcher
 from .records import Post
 from .sources import api as api_source
@@ -159,44 +160,78 @@ class ApiBackfill:
         if done:
             return w.result
         if cursor is not None:
-            return self._walk(self.fetch(str(cursor)))
+            return self._walk(self.fetch(str(cursor)), str(cursor))
         start = self._search()
         if start is None:
             w.commit([], {"cursor": None}, done=True)
             return w.result
-        return self._walk(start)
+        return self._walk(*start)
 
-    # The walk: store the page, move the cursor, stop once a page is wholly older than the range or the board ends.
-    def _walk(self, page: api_source.ApiPage) -> BackfillResult:
+    # The walk: store each page with the cursor of the next one. It ends only where it is proven to: a page wholly
+    # older than the range, or an empty page whose cursor no longer moves, twice. A short or empty page in between
+    # is a page the server left holes in (posts hidden after indexing), not the end of the board.
+    def _walk(self, page: api_source.ApiPage, offset: str | None) -> BackfillResult:
         w = self.walker
         while True:
-            finished = (
-                page.raw_count < self.page_size
-                or page.last_offset is None
-                or (page.posts and max(p.posted_at for p in page.posts) < self.rng.start)
-            )
-            w.commit(page.posts, {"cursor": page.last_offset}, done=finished, names=page.names)
-            if finished:
+            if page.posts and max(p.posted_at for p in page.posts) < self.rng.start:
+                w.commit(page.posts, {"cursor": page.last_offset}, done=True, names=page.names)
                 return w.result
-            page = self.fetch(page.last_offset)
+            nxt = self._next_cursor(page, offset)
+            if nxt is None:
+                w.commit(page.posts, {"cursor": offset}, done=False, names=page.names)
+                again = self._recheck(offset)
+                if again is None:
+                    w.commit([], {"cursor": offset}, done=True)  # the board's end, confirmed
+                    return w.result
+                page = again
+                continue
+            w.commit(page.posts, {"cursor": nxt}, done=False, names=page.names)
+            offset, page = nxt, self.fetch(nxt)
 
-    def _probe(self, x: int | None) -> api_source.ApiPage:
+    def _recheck(self, offset: str | None) -> api_source.ApiPage | None:
+        """Ask for ``offset`` once more after an empty page whose cursor did not move: None when the answer agrees
+        (the board ends there), else the page it gave this time."""
+        page = self.fetch(offset)
+        return None if self._next_cursor(page, offset) is None else page
+
+    @staticmethod
+    def _next_cursor(page: api_source.ApiPage, offset: str | None) -> str | None:
+        """The cursor of the next older page, or None when an empty page's cursor stays put (the end, if a second
+        request agrees). ``lastOffset`` first, else ``-<oldest id>`` (the API's documented alternative)."""
+        here = _cursor_id(offset)
+        for cand in (page.last_offset, f"-{page.oldest_id}" if page.oldest_id is not None else None):
+            if cand is not None and (here is None or _cursor_id(cand) < here):
+                return cand
+        if page.raw_count:
+            raise FetchError(f"{API_URL} offset={offset}: the page's cursor (lastOffset {page.last_offset}, oldest "
+                             f"id {page.oldest_id}) does not move past the one sent; the API changed its paging")
+        return None
+
+    def _probe(self, x: int | None) -> tuple[api_source.ApiPage, str | None]:
         self.walker.result.probes += 1
-        return self.fetch(None if x is None else f"-{x}")
+        offset = None if x is None else f"-{x}"
+        return self.fetch(offset), offset
 
-    def _search(self) -> api_source.ApiPage | None:
-        """Find a page that holds the end of the range (posts on both sides of ``end``, or all of them older).
+    def _search(self) -> tuple[api_source.ApiPage, str | None] | None:
+        """Find a page that holds the end of the range (posts on both sides of ``end``, or all of them older), with
+        the offset that asked for it.
 
-        ``lo``: an offset id whose page's newest post is at or before ``end`` (or empty); ``hi``: the id of a post
-        after ``end``. The answer lies in (lo, hi]. Probes land where the site-wide id↔time line puts ``end``.
-        Returns None when the stock has no post at or before ``end``.
+        ``lo``: an offset id whose page's newest post is at or before ``end`` (or shows no normal post); ``hi``: the
+        id of a post after ``end``. The walk starts below ``hi``, so any bracket is safe; probes land where the
+        site-wide id↔time line puts ``end``. Returns None when the stock has no normal post at all.
         """
         end = self.rng.end
-        page = self._probe(None)
-        if not page.posts:
-            return None if page.raw_count < self.page_size else self._search_from_nonnormal(page)
+        page, offset = self._probe(None)
+        while not page.posts:  # newest pages without a normal post (news only, or hidden): walk on to one
+            nxt = self._next_cursor(page, offset)
+            if nxt is None:
+                if (again := self._recheck(offset)) is None:
+                    return None
+                page = again
+                continue
+            page, offset = self._probe(_cursor_id(nxt))
         if page.posts[-1].posted_at <= end:
-            return page  # the newest page already reaches the range
+            return page, offset  # this page already reaches the range
         hi, t_hi = page.posts[-1].nid, page.posts[-1].posted_at
         rate, span = _id_rate(page.posts), _id_span(page.posts)  # site-wide ids per second; ids one page covers
         lo, t_lo = 0, None
@@ -214,28 +249,23 @@ class ApiBackfill:
                 x += span // 2
             x = min(max(x, lo + 1), hi - 1)
             before = hi - lo
-            q = self._probe(x)
-            if not q.posts and q.raw_count < self.page_size:
-                lo = x  # nothing at all below x
-            elif q.posts and q.posts[0].posted_at <= end:
+            q, q_offset = self._probe(x)
+            if not q.posts:
+                lo = x  # no normal post below x on this page (the end, holes, or news): bisect on
+            elif q.posts[0].posted_at <= end:
                 lo, t_lo = x, q.posts[0].posted_at
-            elif q.posts and q.posts[-1].posted_at <= end:
-                return q  # straddles the end of the range
-            elif q.raw_count < self.page_size:
-                return None  # every post below x is after the range and the board ends there
-            elif not q.posts:
-                lo = x  # a full page of non-normal posts says nothing about time: bisect on
+            elif q.posts[-1].posted_at <= end:
+                return q, q_offset  # straddles the end of the range
             else:
                 hi, t_hi = q.posts[-1].nid, q.posts[-1].posted_at
                 rate, span = _id_rate(q.posts) or rate, _id_span(q.posts) or span
             bisect_next = (hi - lo) > before / 2  # interpolation did not halve the bracket: bisect next
         return self._probe(hi)
 
-    def _search_from_nonnormal(self, page: api_source.ApiPage) -> api_source.ApiPage | None:
-        # A full newest page with no normal post (e.g. only news items): keep walking newest-first until one appears.
-        while not page.posts and page.raw_count >= self.page_size and page.last_offset:
-            page = self._probe(int(page.last_offset.lstrip("-")))
-        return page if page.posts else None
+
+def _cursor_id(offset: str | None) -> int | None:
+    """``"-429804153"`` -> 429804153 (posts older than this id); None for the newest page."""
+    return None if offset is None else abs(int(offset))
 
 
 def _id_span(posts: list[Post]) -> int:
@@ -284,10 +314,13 @@ class HtmlBackfill:
             return w.result
         p = self._search(first)
         # Rows moved down while we searched: drop stale pages and step back until the page's newest post is after
-        # the range, so the range's newest posts are not left on an earlier page. (Moving down later only repeats
-        # rows, which the store ignores.)
+        # the range, so the range's newest posts are not left on an earlier page. An empty page says nothing (its
+        # rows may be hidden): step over it. (Moving down later only repeats rows, which the store ignores.)
         self._pages.clear()
-        while p > 1 and (page := self.fetch(p)).posts and max(x.posted_at for x in page.posts) <= self.rng.end:
+        while p > 1:
+            page = self.fetch(p)
+            if page.posts and max(x.posted_at for x in page.posts) > self.rng.end:
+                break
             p -= 1
         return self._walk(p)
 
@@ -310,13 +343,19 @@ class HtmlBackfill:
             lo, hi = (lo, mid) if reaches(mid) else (mid, hi)
         return hi
 
+    # Ends only where proven: a page wholly older than the range, or the last page the navigation names, or (with
+    # no navigation at all) an empty page twice. A short or empty page before the last page number has holes.
     def _walk(self, p: int) -> BackfillResult:
         w = self.walker
         while True:
             page = self.fetch(p)
-            last = page.last_page or p
-            finished = (not page.posts or p >= last
-                        or max(x.posted_at for x in page.posts) < self.rng.start)
+            passed = bool(page.posts) and max(x.posted_at for x in page.posts) < self.rng.start
+            at_last = page.last_page is not None and p >= page.last_page
+            if not (passed or at_last) and page.last_page is None and not page.posts:
+                self._pages.pop(p, None)
+                page = self.fetch(p)  # no navigation and no rows: past the end, if a second request agrees
+                at_last = page.last_page is None and not page.posts
+            finished = passed or at_last
             w.commit(page.posts, {"page": p + 1}, done=finished)
             if finished:
                 return w.result

@@ -1,11 +1,13 @@
 """``kofinsent crawl ...``: posts, prices, the universe, and export.
 
-Errors a user can fix (a bad code, a reversed range, an unreachable mirror, a db that is not ours, a block) print one
-line on stderr and exit non-zero; what was already stored stays stored, and the same command resumes.
+Every expected failure prints one line on stderr and no traceback; what was already stored stays stored, and the
+same command resumes. Exit 2 with ``error:`` for what the user can fix here (a bad option, a db that is not ours or
+is corrupted, a full disk); exit 3 with ``blocked:``, ``rate-limited:`` or ``error:`` when the server stopped the crawl.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import BlockedError, CrawlerError
+from .errors import CrawlerError
 
 app = typer.Typer(help="Crawl forum posts, daily prices and the stock universe from Naver.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -28,8 +30,12 @@ BaseUrl = Annotated[Optional[str], typer.Option(
     "--base-url", help="Send every Naver request to this origin, keeping path and query (a mirror, the replay "
                        "site, tests). Also read from $KOFINSENT_NAVER_BASE_URL.")]
 Delay = Annotated[float, typer.Option("--delay", help="Minimum seconds between requests (jitter adds up to 5%).")]
-Retries = Annotated[int, typer.Option("--retries", help="Retries per request for 429/5xx/timeouts/resets.")]
-MaxRequests = Annotated[Optional[int], typer.Option("--max-requests", help="Stop after this many requests.")]
+Retries = Annotated[int, typer.Option("--retries", help="Retries per URL, for every kind of failure together "
+                                                      "(429/5xx, timeouts, resets, unreadable answers).")]
+MaxRequests = Annotated[Optional[int], typer.Option("--max-requests", help="Stop after this many requests, retries "
+                                                                           "included (the crawl resumes).")]
+MaxWait = Annotated[float, typer.Option("--max-wait", help="Longest Retry-After wait honoured, in seconds; a longer "
+                                                           "one stops the crawl (exit 3) so you can resume later.")]
 CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache good responses on disk here.")]
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds before a request times out.")]
 Codes = Annotated[str, typer.Option("--codes", help="Comma-separated 6-character KRX codes, e.g. 005930,000660.")]
@@ -41,9 +47,9 @@ class UsageError(CrawlerError):
     """Bad command-line input."""
 
 
-def _fail(prefix: str, message: str) -> None:
-    typer.echo(f"{prefix}: {message}", err=True)
-    raise typer.Exit(2 if prefix == "error" else 3)
+def _fail(prefix: str, message: str, code: int) -> None:
+    typer.echo(f"{prefix}: {' '.join(message.split())}", err=True)
+    raise typer.Exit(code)
 
 
 @contextmanager
@@ -51,13 +57,15 @@ def _errors() -> Iterator[None]:
     """Turn expected failures into one stderr line and a non-zero exit; Ctrl-C keeps what was committed."""
     try:
         yield
-    except BlockedError as e:
-        _fail("blocked", f"{str(e).rstrip('.')}. Nothing from that response was stored; committed pages are kept "
-                         "and the same command resumes.")
-    except (CrawlerError, ValueError) as e:
-        _fail("error", str(e))
+    except CrawlerError as e:
+        _fail(e.prefix, str(e), e.exit_code)
+    except ValueError as e:
+        _fail("error", str(e), 2)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        _fail("error", f"{where}{e.strerror or e}; check the path, its permissions and the free disk space", 2)
     except KeyboardInterrupt:
-        _fail("interrupted", "stopped; committed pages are kept and the same command resumes")
+        _fail("interrupted", "stopped; committed pages are kept and the same command resumes", 130)
 
 
 def parse_codes(text: str) -> list[str]:
@@ -78,19 +86,18 @@ def parse_day(text: str, flag: str) -> date:
 
 
 def _fetcher(base_url: str | None, delay: float, retries: int, timeout: float, max_requests: int | None,
-             cache_dir: Path | None):
+             cache_dir: Path | None, max_wait: float):
+    """Options are checked (a ValueError naming the option) before anything touches the network or the db."""
     from .http import Fetcher, HttpConfig
 
-    fetcher = Fetcher(HttpConfig(delay=delay, retries=retries, timeout=timeout, max_requests=max_requests,
-                                 cache_dir=cache_dir, base_url=base_url))
-    fetcher.check_reachable()
-    return fetcher
+    return Fetcher(HttpConfig(delay=delay, retries=retries, timeout=timeout, max_requests=max_requests,
+                              cache_dir=cache_dir, base_url=base_url, max_wait=max_wait))
 
 
-def _store(db: Path):
+def _store(db: Path, readonly: bool = False):
     from .store import Store
 
-    return Store(db)
+    return Store(db, readonly=readonly)
 
 
 @app.command()
@@ -106,6 +113,7 @@ def posts(
     timeout: Timeout = 15.0,
     max_requests: MaxRequests = None,
     cache_dir: CacheDir = None,
+    max_wait: MaxWait = 300.0,
 ) -> None:
     """Backfill forum posts of each stock in [since, until] (KST, inclusive). Resumes an interrupted crawl."""
     with _errors():
@@ -115,8 +123,9 @@ def posts(
         rng = DateRange(parse_day(since, "--since"), parse_day(until, "--until"))
         if source not in ("api", "html"):
             raise UsageError(f"--source must be api or html, got {source!r}")
+        fetcher = _fetcher(base_url, delay, retries, timeout, max_requests, cache_dir, max_wait)
+        fetcher.check_reachable()
         store = _store(db)
-        fetcher = _fetcher(base_url, delay, retries, timeout, max_requests, cache_dir)
         try:
             for code in code_list:
                 update, close = progress_bar(rng.days, f"{code} posts")
@@ -144,6 +153,7 @@ def prices(
     timeout: Timeout = 15.0,
     max_requests: MaxRequests = None,
     cache_dir: CacheDir = None,
+    max_wait: MaxWait = 300.0,
 ) -> None:
     """Store adjusted daily bars (siseJson, fchart as fallback); halt days and empty bars are dropped."""
     with _errors():
@@ -153,8 +163,9 @@ def prices(
         d0, d1 = parse_day(since, "--since"), parse_day(until, "--until")
         if d0 > d1:
             raise UsageError(f"--since ({d0}) is after --until ({d1})")
+        fetcher = _fetcher(base_url, delay, retries, timeout, max_requests, cache_dir, max_wait)
+        fetcher.check_reachable()
         store = _store(db)
-        fetcher = _fetcher(base_url, delay, retries, timeout, max_requests, cache_dir)
         try:
             for code in code_list:
                 bars, src = fetch_prices(fetcher, code, d0, d1)
@@ -176,6 +187,7 @@ def universe(
     delay: Delay = 0.7,
     retries: Retries = 5,
     timeout: Timeout = 15.0,
+    max_wait: MaxWait = 300.0,
 ) -> None:
     """Today's top-N common stocks by market cap (no preferred, ETF/ETN, SPAC, REIT). Prints the codes.
 
@@ -185,8 +197,9 @@ def universe(
         from .universe import top_stocks
 
         before = parse_day(listed_before, "--listed-before") if listed_before else None
+        fetcher = _fetcher(base_url, delay, retries, timeout, None, None, max_wait)
+        fetcher.check_reachable()
         store = _store(db) if db else None
-        fetcher = _fetcher(base_url, delay, retries, timeout, None, None)
         stocks = top_stocks(fetcher, market.upper(), top, before)
         if len(stocks) < top:
             typer.echo(f"warning: only {len(stocks)} stocks qualify (asked for {top})", err=True)
@@ -209,13 +222,16 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="JSON Lines file to write.")],
     codes: Annotated[Optional[str], typer.Option("--codes", help="Only these codes.")] = None,
 ) -> None:
-    """One JSON object per post: code, nid (string), posted_at (ISO 8601, +09:00), title, author, views, ..."""
+    """One JSON object per post: code, nid (string), posted_at (ISO 8601, +09:00), title, author, views, ...
+
+    Reads the db read-only (a read-only file or folder is fine) and never writes over it."""
     with _errors():
         from .export import export_posts
 
-        if not db.exists():
-            raise UsageError(f"{db} does not exist")
-        store = _store(db)
+        if out.exists() and db.exists() and os.path.samefile(out, db):
+            raise UsageError(f"--out {out} is the --db file itself; write the JSON Lines to another path "
+                             "(the db was left untouched)")
+        store = _store(db, readonly=True)
         try:
             n = export_posts(store, out, parse_codes(codes) if codes else None)
         finally:

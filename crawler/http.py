@@ -1,16 +1,23 @@
 """Polite HTTP for Naver: browser headers, a delay between requests, retries with backoff, a budget, a cache.
 
-Transient failures (429 honouring Retry-After, 5xx, timeouts, connection resets) are retried by urllib3's ``Retry``
-inside the adapter. A body cut short (``ChunkedEncodingError``) or one the caller's parser rejects as truncated is
-retried here with the same ``Retry`` object, so one backoff policy covers both. Blocks are never retried: they raise
-:class:`~crawler.errors.BlockedError` at once.
+Every attempt at a URL — a 429/5xx answer, a timeout or reset, a body cut short, an answer the caller's parser
+rejects — spends one retry of one urllib3 :class:`~urllib3.util.retry.Retry` policy, so a URL costs at most
+``1 + retries`` requests in all, and each one counts against ``max_requests``. The adapter itself never retries: the
+loop in :meth:`Fetcher.get` does, so that it can look at each answer. ``Retry-After`` is honoured up to
+``max_wait`` seconds; a longer one stops the crawl with :class:`~crawler.errors.RateLimited` instead of sleeping for
+hours, and one that cannot be read is ignored (plain backoff). Blocks are never retried: they raise
+:class:`~crawler.errors.BlockedError` at once. An answer still unreadable when the retries run out raises
+:class:`~crawler.errors.UnparseableResponse` naming the URL, status, content type and the body's first characters.
 """
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
+import math
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -21,12 +28,11 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from .errors import BudgetExceeded, FetchError, ParseError
-from .sources.blocks import check_response
+from .errors import BudgetExceeded, FetchError, ParseError, RateLimited, UnparseableResponse
+from .sources.blocks import check_response, interstitial
 from .sources.board_html import decode_html
 
 BASE_URL_ENV = "KOFINSENT_NAVER_BASE_URL"
@@ -51,23 +57,59 @@ class HttpConfig:
     delay: float = 0.7          # minimum seconds between the starts of two requests
     jitter: float = 0.05        # extra random wait, as a fraction of ``delay`` (0.05 -> up to +35 ms at 0.7 s)
     timeout: float = 15.0       # seconds, connect and read
-    retries: int = 5            # per request, for every kind of transient failure together
+    retries: int = 5            # per URL, for every kind of failure together: at most 1 + retries requests
     backoff: float = 2.0        # urllib3 backoff_factor: waits 0, 2·2, 2·4, ... seconds (at least ``delay``)
     backoff_max: float = 120.0
-    max_requests: int | None = None  # request budget for the whole Fetcher; None = unlimited
+    max_wait: float = 300.0     # longest Retry-After honoured; a longer one stops the crawl (RateLimited)
+    max_requests: int | None = None  # request budget for the whole Fetcher, retries included; None = unlimited
     cache_dir: Path | None = None    # on-disk cache of good responses; None = off
     base_url: str | None = None      # send every Naver request to this origin (mirror, replay site, tests)
     user_agent: str = BROWSER_UA
 
     def __post_init__(self) -> None:
-        if self.delay < 0 or self.jitter < 0:
-            raise ValueError(f"delay and jitter must be >= 0, got delay={self.delay}, jitter={self.jitter}")
+        # Names as the CLI spells them: these values come from its options and from experiment configs.
+        _check_number("--delay", self.delay, minimum=0.0)
+        _check_number("--jitter", self.jitter, minimum=0.0)
+        _check_number("--timeout", self.timeout, minimum=0.0, strict=True)
+        _check_number("--backoff", self.backoff, minimum=0.0)
+        _check_number("--backoff-max", self.backoff_max, minimum=0.0)
+        _check_number("--max-wait", self.max_wait, minimum=0.0)
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"--retries must be an integer >= 0, got {self.retries!r}")
+        if self.max_requests is not None and (isinstance(self.max_requests, bool)
+                                              or not isinstance(self.max_requests, int) or self.max_requests < 1):
+            raise ValueError(f"--max-requests must be an integer >= 1, got {self.max_requests!r}")
         if self.base_url is None:
             self.base_url = os.environ.get(BASE_URL_ENV) or None
         if self.base_url is not None:
             parts = urlsplit(self.base_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"base URL must look like http://host:port, got {self.base_url!r}")
+
+
+def _check_number(option: str, value: float, minimum: float, strict: bool = False) -> None:
+    """A finite number >= ``minimum`` (> with ``strict``). NaN passes every ``<`` test, so it is named here."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)
+    if not ok:
+        raise ValueError(f"{option} must be a finite number {'>' if strict else '>='} {minimum:g}, got {value!r}")
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for: delay-seconds or an HTTP-date (RFC 9110 §10.2.3; a date in the
+    past is 0). Anything else — negative, garbage, a date that does not parse — is None: ignored, never fatal."""
+    if value is None:
+        return None
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class PoliteRetry(Retry):
@@ -93,7 +135,6 @@ class Response:
     headers: Mapping[str, str]
     body: bytes
     from_cache: bool = False
-    attempts: int = 1
 
     @property
     def content_type(self) -> str | None:
@@ -113,6 +154,7 @@ class FetchStats:
     cache_hits: int = 0
     retries: int = 0
     waited_s: float = 0.0  # time spent sleeping for politeness
+    backoff_s: float = 0.0  # time spent sleeping between attempts (backoff and Retry-After)
     by_status: dict[int, int] = field(default_factory=dict)
 
 
@@ -132,15 +174,13 @@ class Fetcher:
             "User-Agent": self.config.user_agent,
             "Accept-Language": "ko-KR,ko;q=0.9,en;q=0.5",
         })
-        adapter = HTTPAdapter(max_retries=self._retry())
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        # requests' default adapter does not retry: every attempt goes through get()'s loop and its one budget.
 
     def _retry(self) -> PoliteRetry:
+        """The policy for one URL: ``retries`` attempts beyond the first, whatever went wrong."""
         c = self.config
         return PoliteRetry(
-            total=c.retries, connect=c.retries, read=c.retries, status=c.retries, other=c.retries,
-            backoff_factor=c.backoff, backoff_max=c.backoff_max, status_forcelist=RETRY_STATUSES,
+            total=c.retries, backoff_factor=c.backoff, backoff_max=c.backoff_max, status_forcelist=RETRY_STATUSES,
             allowed_methods=frozenset({"GET"}), respect_retry_after_header=True, raise_on_status=False,
             raise_on_redirect=False, redirect=0, min_backoff=c.delay,
         )
@@ -218,13 +258,16 @@ class Fetcher:
                                    "body": resp.body.hex()}))
         os.replace(tmp, path)
 
-    # -- the request -----------------------------------------------------------------------------------------------
+    # -- the request ---------------------------------------------------------------------------------------------
     def get(self, url: str, params: Mapping[str, Any] | None = None, *, referer: str | None = None,
             accept: str | None = None, parse: Callable[[Response], T] | None = None) -> T | Response:
         """GET ``url`` (a real Naver URL; rewritten to ``base_url``) and return ``parse(response)`` or the response.
 
-        ``parse`` raising :class:`ParseError` on a body that came cut short is retried with the same backoff as
-        transport errors; when retries run out the last error is raised. Blocks raise ``BlockedError`` at once.
+        At most ``1 + retries`` requests: 429/5xx answers, timeouts, resets, bodies cut short and ``parse`` raising
+        :class:`ParseError` each spend one retry, after a backoff (or the ``Retry-After`` wait, up to ``max_wait``).
+        Raises ``BlockedError`` at once on a block, ``RateLimited`` for a longer Retry-After, ``FetchError`` when
+        the retries run out on errors, ``UnparseableResponse`` when they run out on answers ``parse`` rejects, and
+        ``BudgetExceeded`` before a request past ``max_requests``.
         """
         full = url + ("?" + urlencode(params) if params else "")
         cached = self._cache_get(full)
@@ -235,53 +278,89 @@ class Fetcher:
         if accept:
             headers["Accept"] = accept
         target = self.rewrite(full)
-        retry: Retry = self._retry()
+        retry = self._retry()
+        attempts = 0
         while True:
+            attempts += 1
             try:
-                resp = self._send(target, headers)
-                # Block pages are small; a real page is never read twice just to look for one.
-                sniff = decode_html(resp.body, resp.content_type) if len(resp.body) < 20_000 else ""
-                check_response(full, resp.status, sniff, resp.headers.get("Location"))
-                if resp.status != 200:
-                    raise FetchError(f"{full}: HTTP {resp.status} after {resp.attempts} attempt(s)")
+                resp, raw = self._send(target, headers)
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                    requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as e:
+                if (retry := self._next_attempt(retry, target, error=e)) is None:
+                    raise FetchError(f"{full}: gave up after {attempts} attempt(s) "
+                                     f"({type(e).__name__}: {_root_cause(e)})") from None
+                continue
+            # Block pages are small; a real page is never read twice just to look for one.
+            sniff = decode_html(resp.body, resp.content_type) if len(resp.body) < 20_000 else ""
+            check_response(full, resp.status, sniff, resp.headers.get("Location"))
+            if retry.is_retry("GET", resp.status, "Retry-After" in resp.headers):
+                wait = self._retry_after(full, resp)
+                if (retry := self._next_attempt(retry, target, response=raw, wait=wait)) is None:
+                    raise FetchError(f"{full}: HTTP {resp.status} on all {attempts} attempt(s); the server is down "
+                                     "or overloaded: run the same command later (it resumes), or raise --retries")
+                continue
+            if resp.status != 200:
+                raise FetchError(f"{full}: HTTP {resp.status} ({resp.content_type or 'no Content-Type'}); "
+                                 f"starts {_excerpt(sniff or resp.body)!r}")
+            try:
                 result = parse(resp) if parse else resp
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
-                    ParseError) as e:
-                try:
-                    retry = retry.increment(method="GET", url=target, error=e)
-                except MaxRetryError:
-                    if isinstance(e, ParseError):
-                        raise
-                    raise FetchError(f"{full}: body cut short on every attempt ({e})") from None
-                self.stats.retries += 1
-                retry.sleep()
+            except ParseError as e:
+                if (retry := self._next_attempt(retry, target, error=e)) is None:
+                    raise _unparseable(full, resp, e, attempts) from None
                 continue
             self._cache_put(full, resp)
             return result
 
-    def _send(self, target: str, headers: Mapping[str, str]) -> Response:
+    def _next_attempt(self, retry: PoliteRetry, target: str, *, error: Exception | None = None,
+                      response: Any = None, wait: float | None = None) -> PoliteRetry | None:
+        """``retry`` with one more attempt spent, after its backoff (or ``wait``); None when none is left."""
+        try:
+            retry = retry.increment(method="GET", url=target, error=error, response=response)
+        except MaxRetryError:
+            return None
+        self.stats.retries += 1
+        pause = wait if wait is not None else retry.get_backoff_time()
+        if pause > 0:
+            self._sleep(pause)
+            self.stats.backoff_s += pause
+        return retry
+
+    def _retry_after(self, url: str, resp: Response) -> float | None:
+        wait = retry_after_seconds(resp.headers.get("Retry-After"))
+        if wait is not None and wait > self.config.max_wait:
+            raise RateLimited(url, wait, self.config.max_wait)
+        return wait
+
+    def _send(self, target: str, headers: Mapping[str, str]) -> tuple[Response, Any]:
+        """One request (after the politeness wait, counted against the budget): our Response and urllib3's."""
         self._spend()
         self._wait_turn()
-        try:
-            r = self.session.get(target, headers=headers, timeout=self.config.timeout, allow_redirects=False)
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
-            self.stats.requests += 1  # a body cut short: the caller's loop retries it
-            raise
-        except requests.exceptions.RetryError as e:
-            raise FetchError(f"{target}: gave up after {self.config.retries} retries ({e})") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-            self.stats.requests += self.config.retries + 1
-            raise FetchError(f"{target}: gave up after {self.config.retries} retries "
-                             f"({type(e).__name__}: {_root_cause(e)})") from None
-        history = len(r.raw.retries.history) if getattr(r.raw, "retries", None) else 0
-        self.stats.requests += 1 + history
-        self.stats.retries += history
+        self.stats.requests += 1
+        r = self.session.get(target, headers=headers, timeout=self.config.timeout, allow_redirects=False)
         self.stats.by_status[r.status_code] = self.stats.by_status.get(r.status_code, 0) + 1
         body = r.content
         location = r.headers.get("Location")
         if location:
             r.headers["Location"] = urljoin(target, location)
-        return Response(r.url, r.status_code, r.headers, body, attempts=1 + history)
+        return Response(r.url, r.status_code, r.headers, body), r.raw
+
+
+def _excerpt(body: str | bytes, n: int = 160) -> str:
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    return " ".join(text.split())[:n]
+
+
+def _unparseable(url: str, resp: Response, error: ParseError, attempts: int) -> UnparseableResponse:
+    text = decode_html(resp.body[:4096], resp.content_type)
+    seen = interstitial(text)
+    if seen:
+        hint = (f"It looks like {seen}: open the URL in a browser from the same network, wait before crawling "
+                "again, lower the rate (--delay), or point --base-url at a mirror; the same command resumes")
+    else:
+        hint = ("The page layout may have changed: save this answer, compare it with the parser in crawler/sources/ "
+                "and report it; committed pages are kept and the same command resumes once it is fixed")
+    return UnparseableResponse(url, resp.status, resp.content_type, len(resp.body), _excerpt(text),
+                               f"{error.what}: {error.detail}", hint, blocked=seen is not None, attempts=attempts)
 
 
 def _root_cause(e: BaseException) -> str:

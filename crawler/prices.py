@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from .errors import BlockedError, CrawlerError, FetchError
+from .errors import BlockedError, BudgetExceeded, CrawlerError, FetchError, RateLimited
 from .http import Fetcher
 from .records import PriceBar
 from .sources import prices as price_source
@@ -42,8 +42,8 @@ def fetch_prices(fetcher: Fetcher, code: str, since: date, until: date) -> tuple
         if bars:
             return bars, "siseJson"
         reason = "siseJson returned no bars"
-    except BlockedError:
-        raise
+    except (BlockedError, RateLimited, BudgetExceeded):
+        raise  # stops, not a siseJson problem: fchart would hit the same wall
     except CrawlerError as e:
         reason = f"siseJson failed ({e})"
     bars = fetch_fchart(fetcher, code, since, until)

@@ -596,11 +596,14 @@ def render_api_post(post: Post, name: str, post_type: str, quirks: bool) -> str:
 
 
 def render_api_page(posts: Sequence[Post], names: dict[str, str], types: Sequence[str], offset: str,
-                    page_size: int, quirks: bool) -> str:
+                    page_size: int, quirks: bool, last_nid: int | None = None) -> str:
     """The by-item body: ``{"offset", "pageSize", "posts", "lastOffset"}``; ``posts`` newest first as given.
-    ``lastOffset`` is ``"-<id of the last post>"`` (null on an empty page)."""
+    ``lastOffset`` is ``"-<last_nid>"``, by default the id of the last post (null on an empty page): a server that
+    hid posts after indexing points it past them."""
     items = ",".join(render_api_post(p, names.get(p.code, ""), t, quirks) for p, t in zip(posts, types))
-    last = f'"-{posts[-1].nid}"' if posts else "null"
+    if last_nid is None and posts:
+        last_nid = posts[-1].nid
+    last = f'"-{last_nid}"' if last_nid is not None else "null"
     return f'{{"offset":{_jstr(offset, False)},"pageSize":{page_size},"posts":[{items}],"lastOffset":{last}}}'
 
 
@@ -880,10 +883,27 @@ def render_block_page() -> str:
     return page + "</body>\n</html>\n"
 
 
+def render_captcha_page() -> str:
+    """An HTTP 200 interstitial that is not the known block page: a captcha form (about 30 KB, so it is past the
+    size the block check sniffs, as real interstitials with their scripts are)."""
+    return ('<!DOCTYPE html>\n<html lang="ko"><head><meta charset="utf-8"><title>네이버 : 보안 확인</title></head>\n'
+            '<body><div id="wrap"><h2>자동입력 방지를 위해 아래 이미지의 문자를 입력해 주세요.</h2>\n'
+            '<form action="/captcha/verify" method="post"><img src="/captcha/image?key=x" alt="captcha">'
+            '<input name="captcha" type="text"><button>확인</button></form></div>\n'
+            "<script>" + "var _=0;" * 3600 + "</script></body></html>\n")
+
+
+LOGIN_REQUIRED_BODY = '{"code":"LOGIN_REQUIRED","message":"로그인이 필요합니다."}'
+CHANGED_API_BODY = '{"result":{"items":[],"cursor":null},"status":"OK"}'
+CHANGED_BOARD_PAGE = ('<!DOCTYPE html><html lang="ko"><head><meta charset="utf-8"><title>종목토론실</title></head>'
+                      '<body><div id="app"><ul class="discussion_list"></ul></div></body></html>')
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Faults
 # ---------------------------------------------------------------------------------------------------------------
-FAULT_KINDS = ("429", "500", "503", "slow", "reset", "truncate", "block", "403", "spa_redirect")
+FAULT_KINDS = ("429", "500", "503", "slow", "reset", "truncate", "block", "403", "spa_redirect", "short", "captcha",
+               "login", "layout")
 
 
 @dataclass
@@ -891,10 +911,15 @@ class Fault:
     """One rule: among requests whose path contains ``path`` (1-based counter per rule), fire on request numbers in
     ``at`` and/or every ``every``-th one (neither: every request), at most ``times`` times in all.
 
-    Kinds: ``429`` (Retry-After: ``retry_after`` seconds, rounded up to an integer, when given), ``500``, ``503``,
-    ``403``, ``slow`` (sleep ``delay`` s, then answer normally), ``reset`` (RST without a response), ``truncate``
-    (full Content-Length, half the body, then close), ``block`` (HTTP 200 block page), ``spa_redirect`` (302 to the
-    new SPA page of the request's code). A fired fault consumes the request.
+    Kinds: ``429`` and ``503`` (Retry-After: ``retry_after`` seconds rounded up to an integer, or the header text
+    as given when it is a str, e.g. a date or garbage), ``500``, ``403``, ``slow`` (sleep ``delay`` s, then answer
+    normally), ``reset`` (RST without a response), ``truncate`` (full Content-Length, half the body, then close),
+    ``block`` (HTTP 200 block page), ``spa_redirect`` (302 to the new SPA page of the request's code), ``short``
+    (a list page — API or board — that shows only its first ``keep`` posts: the rest are hidden from then on, as
+    posts deleted or hidden after indexing, without refilling the page; the API's ``lastOffset`` still points past
+    them; :attr:`ReplayServer.hidden` records them), ``captcha`` (HTTP 200 captcha interstitial), ``login``
+    (HTTP 200 ``{"code":"LOGIN_REQUIRED"}``) and ``layout`` (HTTP 200 in a changed layout: JSON without ``posts``
+    for the API, HTML without the board table elsewhere). A fired fault consumes the request.
     """
 
     kind: str
@@ -902,8 +927,9 @@ class Fault:
     at: set[int] | None = None
     every: int | None = None
     times: int | None = None
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     delay: float = 0.0
+    keep: int = 0
     seen: int = field(default=0, init=False, repr=False, compare=False)   # matching requests so far
     fired: int = field(default=0, init=False, repr=False, compare=False)  # times this rule answered
 
@@ -914,6 +940,8 @@ class Fault:
             raise ValueError(f"every must be >= 1, got {self.every}")
         if self.at is not None:
             self.at = set(self.at)
+        if self.keep < 0:
+            raise ValueError(f"keep must be >= 0, got {self.keep}")
 
     def _fires(self, n: int) -> bool:
         if self.times is not None and self.fired >= self.times:
@@ -1062,6 +1090,7 @@ class ReplayServer:
         self.block_non_browser_ua = block_non_browser_ua
         self.host, self.port = host, port
         self.requests: list[LoggedRequest] = []
+        self.hidden: set[int] = set()  # post ids a ``short`` fault hid: the board no longer shows them
         self._log_lock = threading.Lock()
         self._posts_lock = threading.Lock()
         self._posts: dict[str, list[Post]] = dict(forum.posts)
@@ -1172,12 +1201,13 @@ class ReplayServer:
                 h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 h.connection.close()
                 return
-            resp = self._fault_response(fault, query) if kind not in (None, "slow", "truncate") else None
+            passive = (None, "slow", "truncate", "short")  # kinds that change how a normal answer goes out
+            resp = self._fault_response(fault, path, query) if kind not in passive else None
             if resp is None:
                 if self.block_non_browser_ua and "Mozilla" not in (h.headers.get("User-Agent") or ""):
                     resp = _html_response(200, render_block_page())
                 else:
-                    resp = self._route(path, query)
+                    resp = self._route(path, query, keep=fault.keep if kind == "short" else None)
             self._log(method, path, query, resp.status, kind)
             if kind == "slow":
                 _time.sleep(fault.delay)  # type: ignore[union-attr]
@@ -1199,20 +1229,29 @@ class ReplayServer:
         except OSError:
             h.close_connection = True  # the client hung up (e.g. a timeout during a slow answer)
 
-    def _fault_response(self, fault: Fault, query: dict[str, str]) -> _Response:
+    def _fault_response(self, fault: Fault, path: str, query: dict[str, str]) -> _Response:
         kind = fault.kind
-        if kind == "429":
+        if kind in ("429", "500", "503", "403"):
+            reason = {"429": "Too Many Requests", "500": "Internal Server Error", "503": "Service Unavailable",
+                      "403": "Forbidden"}[kind]
             headers = [("Content-Type", "text/html; charset=UTF-8")]
-            if fault.retry_after is not None:
-                headers.append(("Retry-After", str(max(0, math.ceil(fault.retry_after)))))
-            return _Response(429, headers, b"<html><body><h1>429 Too Many Requests</h1></body></html>")
-        if kind in ("500", "503", "403"):
-            reason = {"500": "Internal Server Error", "503": "Service Unavailable", "403": "Forbidden"}[kind]
-            return _html_response(int(kind), f"<html><body><h1>{kind} {reason}</h1></body></html>")
+            if kind in ("429", "503") and fault.retry_after is not None:
+                ra = fault.retry_after
+                headers.append(("Retry-After", ra if isinstance(ra, str) else str(max(0, math.ceil(ra)))))
+            return _Response(int(kind), headers, f"<html><body><h1>{kind} {reason}</h1></body></html>".encode())
         if kind == "block":
             return _html_response(200, render_block_page())
         if kind == "spa_redirect":
             return self._spa_redirect(query)
+        if kind == "captcha":
+            return _html_response(200, render_captcha_page())
+        json_type = [("Content-Type", "application/json;charset=UTF-8")]
+        if kind == "login":
+            return _Response(200, json_type, LOGIN_REQUIRED_BODY.encode("utf-8"))
+        if kind == "layout":
+            if path == API_PATH:
+                return _Response(200, json_type, CHANGED_API_BODY.encode("utf-8"))
+            return _html_response(200, CHANGED_BOARD_PAGE)
         raise AssertionError(kind)
 
     def _spa_redirect(self, query: dict[str, str]) -> _Response:
@@ -1220,11 +1259,12 @@ class ReplayServer:
         return _Response(302, [("Location", SPA_URL.format(code=quote(code))),
                                ("Content-Type", "text/html; charset=UTF-8")], b"")
 
-    def _route(self, path: str, query: dict[str, str]) -> _Response:
+    def _route(self, path: str, query: dict[str, str], keep: int | None = None) -> _Response:
+        """``keep``: show only the first ``keep`` posts of a list page and hide the rest (a ``short`` fault)."""
         if path == API_PATH:
-            return self._api(query)
+            return self._api(query, keep)
         if path in BOARD_PATHS:
-            return self._board(query)
+            return self._board(query, keep)
         if path == SISE_JSON_PATH:
             return self._sise_json(query)
         if path == FCHART_PATH:
@@ -1238,7 +1278,14 @@ class ReplayServer:
         if self.live_posts_per_request > 0 and code in self.forum.codes:
             self.add_posts(code, self.live_posts_per_request)
 
-    def _api(self, q: dict[str, str]) -> _Response:
+    def _hide(self, page: list[Post], keep: int | None) -> list[Post]:
+        """The posts of a list page as shown: hidden ones left out, nothing refilled in their place."""
+        if keep is not None:
+            with self._posts_lock:
+                self.hidden.update(p.nid for p in page[keep:] if p.nid not in self.hidden)
+        return [p for p in page if p.nid not in self.hidden]
+
+    def _api(self, q: dict[str, str], keep: int | None = None) -> _Response:
         errors: dict[str, str] = {}
         for name in API_REQUIRED:
             if not q.get(name):
@@ -1288,11 +1335,14 @@ class ReplayServer:
                     or (holder_only and p.nid % 7)):
                 continue
             page.append(p)
+        last_nid = page[-1].nid if page else None
+        page = self._hide(page, keep)
         types = ["itemNews" if p.nid in news else "normal" for p in page]
-        text = render_api_page(page, self.forum.codes, types, offset, page_size, self.forum.quirks)
+        text = render_api_page(page, self.forum.codes, types, offset, page_size, self.forum.quirks,
+                               last_nid=last_nid)
         return _Response(200, [("Content-Type", "application/json;charset=UTF-8")], text.encode("utf-8"))
 
-    def _board(self, q: dict[str, str]) -> _Response:
+    def _board(self, q: dict[str, str], keep: int | None = None) -> _Response:
         code = q.get("code", "")
         if self.board_redirects_to_spa:
             return self._spa_redirect(q)
@@ -1306,7 +1356,7 @@ class ReplayServer:
         n = len(normal)
         last_page = max(1, math.ceil(n / BOARD_PAGE_SIZE)) if n else 0
         hi = n - (page - 1) * BOARD_PAGE_SIZE
-        rows = normal[max(0, hi - BOARD_PAGE_SIZE):max(0, hi)][::-1]
+        rows = self._hide(normal[max(0, hi - BOARD_PAGE_SIZE):max(0, hi)][::-1], keep)
         name = self.forum.codes.get(code, code)
         text = render_board_page(code, name, rows, page, last_page, self._now, self.charset)
         if self.charset == "utf-8":

@@ -2,13 +2,19 @@
 
 Every page of posts is written together with the crawl cursor in one transaction, so a crawl killed at any instant
 (SIGKILL included) restarts from the last committed page and ends with every post exactly once.
+
+Readers (``crawl export``, ``dataset build``) open the file read-only (``Store(path, readonly=True)``): they work on a
+read-only file or folder and never create, initialise or change a db — a 0-byte or foreign file stays what it was.
+Every SQLite or OS failure (a corrupted file, a folder passed as the db, a full disk, no permission) becomes a
+:class:`~crawler.errors.StoreError` naming the path and what to do; what was committed before it stays intact.
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from urllib.parse import quote
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -71,29 +77,101 @@ def _utcnow() -> str:
     return datetime.utcnow().replace(microsecond=0).isoformat() + "Z"
 
 
-class Store:
-    """A crawler database. Opening a file that is not one raises :class:`StoreError` and leaves it untouched."""
+def _uri(path: Path, **params: str) -> str:
+    """A ``file:`` URI for sqlite3 with query ``params``; the path is percent-encoded, so a name with ``?`` or ``#``
+    still names the file."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"file:{quote(str(path.resolve()))}" + (f"?{query}" if query else "")
 
-    def __init__(self, path: str | Path) -> None:
+
+def _explain(path: Path, e: BaseException) -> str:
+    """What went wrong with the db at ``path`` and what to do about it, in one line."""
+    text = str(e)
+    low = text.lower()
+    if isinstance(e, sqlite3.DatabaseError) and ("malformed" in low or "not a database" in low):
+        return (f"{path} is corrupted (sqlite: {text}); restore it from a backup or crawl into a new --db "
+                f"(`sqlite3 {path} .recover` may save its rows)")
+    if "full" in low or getattr(e, "errno", None) == 28:
+        return (f"the disk holding {path} is full ({text}); free some space and run the same command again "
+                "(pages committed so far are kept)")
+    if "readonly" in low or "read-only" in low or isinstance(e, PermissionError):
+        return (f"{path} cannot be written ({text}); check the permissions of the file and its folder, or pass "
+                "another --db")
+    if "unable to open" in low:
+        return f"cannot open {path} ({text}); check that its folder exists and that you may read and write there"
+    if "locked" in low:
+        return f"{path} is locked by another process ({text}); wait for it to finish and run the same command again"
+    return f"{path}: {type(e).__name__}: {text}"
+
+
+@contextmanager
+def _guard(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (sqlite3.Error, OSError) as e:
+        raise StoreError(_explain(path, e)) from None
+
+
+class Store:
+    """A crawler database. Opening a file that is not one raises :class:`StoreError` and leaves it untouched.
+
+    ``readonly``: open an existing db for reading only (``mode=ro``): no file is created, no schema written, and a
+    db in a read-only folder still opens.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self._check_file()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, isolation_level=None)  # explicit BEGIN/COMMIT below
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self._init_schema()
+        self.readonly = readonly
+        with _guard(self.path):
+            self._check_file()
+            if readonly:
+                self.conn = self._connect_readonly()
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, isolation_level=None)  # explicit BEGIN/COMMIT below
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self._init_schema()
+            except BaseException:
+                self.conn.close()
+                raise
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(_uri(self.path, mode="ro"), uri=True, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+            # A WAL db in a folder we cannot write to: SQLite cannot create its -shm file. With no -wal file there is
+            # nothing uncommitted to miss, so reading the main file as immutable gives exactly the committed rows.
+            if Path(f"{self.path}-wal").exists():
+                raise
+            conn = sqlite3.connect(_uri(self.path, mode="ro", immutable="1"), uri=True, isolation_level=None)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
 
     def _check_file(self) -> None:
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder, not a db file; pass a file path such as "
+                             f"{self.path / 'kofinsent.sqlite'}")
+        if self.readonly and not self.path.is_file():
+            raise StoreError(f"{self.path}: no such db file; pass the --db a `kofinsent crawl` run wrote")
         if not self.path.exists() or self.path.stat().st_size == 0:
+            if self.readonly:
+                raise StoreError(f"{self.path} is empty (0 bytes), not a kofinsent crawler db; crawl into it first")
             return
         with open(self.path, "rb") as f:
             magic = f.read(16)
         if magic != b"SQLite format 3\x00":
             raise StoreError(f"{self.path} is not a SQLite file; pass a new path or a kofinsent crawler db")
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        conn = self._connect_readonly()
         try:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if not tables:
+                if self.readonly:
+                    raise StoreError(f"{self.path} is an empty SQLite db, not a kofinsent crawler db")
                 return
             app = None
             if "meta" in tables:
@@ -120,13 +198,20 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        """One write transaction; a failure rolls it back, so the db keeps exactly what was committed before."""
+        with _guard(self.path):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def errors(self) -> AbstractContextManager[None]:
+        """For callers that query ``conn`` themselves (pandas): SQLite and OS errors become :class:`StoreError`."""
+        return _guard(self.path)
 
     def close(self) -> None:
         self.conn.close()
@@ -191,35 +276,36 @@ class Store:
 
     # -- reads ---------------------------------------------------------------------------------------------------
     def progress(self, job: str) -> tuple[dict[str, Any], bool] | None:
-        row = self.conn.execute("SELECT state, done FROM crawl_progress WHERE job=?", (job,)).fetchone()
+        with _guard(self.path):
+            row = self.conn.execute("SELECT state, done FROM crawl_progress WHERE job=?", (job,)).fetchone()
         return (json.loads(row[0]), bool(row[1])) if row else None
 
     def iter_posts(self, codes: Iterable[str] | None = None) -> Iterator[sqlite3.Row]:
         """Posts ordered by (code, posted_at, nid), as sqlite3.Row with the table's columns."""
+        sql, args = "SELECT * FROM posts ORDER BY code, posted_at, nid", []
+        if codes is not None:
+            args = list(codes)
+            sql = f"SELECT * FROM posts WHERE code IN ({','.join('?' * len(args))}) ORDER BY code, posted_at, nid"
         self.conn.row_factory = sqlite3.Row
         try:
-            if codes is None:
-                cur = self.conn.execute("SELECT * FROM posts ORDER BY code, posted_at, nid")
-            else:
-                codes = list(codes)
-                cur = self.conn.execute(
-                    f"SELECT * FROM posts WHERE code IN ({','.join('?' * len(codes))}) ORDER BY code, posted_at, nid",
-                    codes,
-                )
-            yield from cur
+            with _guard(self.path):
+                yield from self.conn.execute(sql, args)
         finally:
             self.conn.row_factory = None
 
     def count_posts(self, code: str | None = None) -> int:
-        if code is None:
-            return self.conn.execute("SELECT count(*) FROM posts").fetchone()[0]
-        return self.conn.execute("SELECT count(*) FROM posts WHERE code=?", (code,)).fetchone()[0]
+        with _guard(self.path):
+            if code is None:
+                return self.conn.execute("SELECT count(*) FROM posts").fetchone()[0]
+            return self.conn.execute("SELECT count(*) FROM posts WHERE code=?", (code,)).fetchone()[0]
 
     def prices(self, code: str) -> list[PriceBar]:
-        rows = self.conn.execute(
-            "SELECT code, date, open, high, low, close, volume FROM prices WHERE code=? ORDER BY date", (code,)
-        ).fetchall()
+        with _guard(self.path):
+            rows = self.conn.execute(
+                "SELECT code, date, open, high, low, close, volume FROM prices WHERE code=? ORDER BY date", (code,)
+            ).fetchall()
         return [PriceBar(r[0], date.fromisoformat(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     def stock_names(self) -> dict[str, str]:
-        return {c: n for c, n in self.conn.execute("SELECT code, name FROM stocks WHERE name IS NOT NULL")}
+        with _guard(self.path):
+            return {c: n for c, n in self.conn.execute("SELECT code, name FROM stocks WHERE name IS NOT NULL")}

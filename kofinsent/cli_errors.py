@@ -9,12 +9,16 @@ import typer
 
 @contextmanager
 def one_line_errors(*expected: type[BaseException]) -> Iterator[None]:
-    """Turn ``expected`` errors (and bad paths / values) into one ``error: ...`` line on stderr and exit 2.
+    """Turn ``expected`` errors (and bad paths / values) into one ``error: ...`` line on stderr and exit 2; a message
+    of several lines (several problems found at once) is one ``error:`` line each. An error that names its own
+    ``prefix`` and ``exit_code`` (the crawler's: ``blocked:`` / ``rate-limited:``, exit 3) keeps them.
 
     Anything else is a bug and keeps its traceback.
     """
     try:
         yield
     except (*expected, FileNotFoundError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        prefix = getattr(e, "prefix", "error")
+        for line in str(e).splitlines() or [""]:
+            typer.echo(f"{prefix}: {line}", err=True)
+        raise typer.Exit(getattr(e, "exit_code", 2)) from None

@@ -6,6 +6,12 @@ experiment file holds only what it changes. Unknown keys and wrong types are err
 
 Paths starting with ``@`` point into the run directory: ``@dataset/train.jsonl``, ``@models/neox``,
 ``@train/lora/adapter``, ``@export/llama/tiny-llama-f16.gguf``. Everything else is a path or a hub id, used as given.
+
+Names that become paths are plain names (:data:`kofinsent.paths.NAME_PATTERN`, no ``..``): ``experiment.name``, the
+table names of ``[models]``, ``[train]``, ``[export]`` and ``[eval]``, ``export.NAME.name``. The runner clears a step's
+directory before the step runs, so a name like ``"../../victim"`` would have it delete outside the run; such a config
+is refused at load time. For the same reason a ``@`` path may not climb out of the run (``..``) nor point into the
+directory its own step clears.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import re
 import tomllib
 import typing
 from datetime import date
@@ -30,9 +37,14 @@ from pydantic import (
     model_validator,
 )
 
+from .paths import NAME_RULE, check_name, is_safe_name, table_key
+
 REF = "@"
 TRAIN_SPLIT = "@dataset/train.jsonl"  # the default training data, and where kshot prompts draw their examples
 SECTIONS_WITH_OUTPUTS = ("dataset", "models", "train", "export")
+# the run's sub-directories that the runner clears before a step writes there (a crawl db must not live in one)
+CLEARED_DIRS = ("dataset", "models", "train", "export", "eval", "baselines")
+NAMED_TABLES = ("models", "train", "export", "eval")  # [TABLE.NAME] -> <run>/TABLE/NAME/
 
 
 class ConfigError(ValueError):
@@ -45,10 +57,17 @@ class _Strict(BaseModel):
 
 
 class ExperimentSection(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str  # runs/<name>/ and reports/<name>/: a plain name
     description: str = ""
     seed: int = 0
     synthetic: bool = False  # the data come from the replay forum: every output says so
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not is_safe_name(v):
+            raise ValueError(f"{NAME_RULE}, got {v!r}")
+        return v
 
 
 class ReplaySection(_Strict):
@@ -71,10 +90,12 @@ class CrawlSection(_Strict):
     source: Literal["api", "html"] = "api"
     db: str | None = None        # default: @crawl/forum.sqlite; a path outside the run is shared by later runs
     base_url: str | None = None  # a Naver mirror; with [replay] the crawl goes to the served replay site
-    delay: float = Field(0.7, ge=0.0)
+    # TOML has nan and inf: a politeness value must be a finite number (the crawler CLI refuses the same).
+    delay: float = Field(0.7, ge=0.0, allow_inf_nan=False)
     retries: int = Field(5, ge=0)
-    timeout: float = Field(15.0, gt=0.0)
-    max_requests: int | None = None
+    timeout: float = Field(15.0, gt=0.0, allow_inf_nan=False)
+    max_wait: float = Field(300.0, ge=0.0, allow_inf_nan=False)  # a longer Retry-After stops the crawl (exit 3)
+    max_requests: int | None = Field(None, ge=1)
     prices: bool = True
     price_margin_days: int = Field(20, ge=0)  # bars before since / after until, for the label of edge posts
 
@@ -181,7 +202,7 @@ def _eval_section() -> type[BaseModel]:
 
     # model and shots may be lists: the table then stands for every combination (seed 003's k-shot grid)
     return _section_from_dataclass(
-        EvalConfig, "EvalSection", {"out", "overwrite", "data", "model", "shots", "train"},
+        EvalConfig, "EvalSection", {"out", "overwrite", "resume", "data", "model", "shots", "train"},
         {"model": (str | list[str], ...), "shots": (int | list[int], 0), "data": (str, "@dataset/test.jsonl"),
          "train": (str | None, None)})
 
@@ -209,6 +230,7 @@ class ExperimentConfig(_Strict):
         from .evaluate import EvalConfig
         from .train import TrainConfig
 
+        _check_names(self)
         if (self.crawl is None) == (self.dataset.db is None):
             raise ValueError("the data come from exactly one place: a [crawl] table or dataset.db")
         if self.replay is not None:
@@ -221,14 +243,14 @@ class ExperimentConfig(_Strict):
         if self.crawl is not None and self.crawl.since > self.crawl.until:
             raise ValueError(f"crawl.since ({self.crawl.since}) is after crawl.until ({self.crawl.until})")
         for name, t in self.train.items():
-            _check_ref(self, f"train.{name}.model", t.model)
-            _check_ref(self, f"train.{name}.data", t.data)
+            _check_ref(self, f"train.{name}.model", t.model, own=f"train/{name}")
+            _check_ref(self, f"train.{name}.data", t.data, own=f"train/{name}")
             _check_options(f"train.{name}", TrainConfig, {k: v for k, v in t.model_dump().items() if k != "engine"})
         for name, e in self.export.items():
             if e.train is not None and e.train not in self.train:
                 raise ValueError(f"export.{name}.train = {e.train!r} names no [train.*] table")
             if e.model is not None:
-                _check_ref(self, f"export.{name}.model", e.model)
+                _check_ref(self, f"export.{name}.model", e.model, own=f"export/{name}")
         for name, e in self.eval.items():
             if e.backend not in REGISTRY:
                 raise ValueError(f"eval.{name}.backend = {e.backend!r}: use one of {', '.join(REGISTRY)}")
@@ -246,7 +268,8 @@ class ExperimentConfig(_Strict):
         return self
 
     def eval_runs(self) -> dict[str, dict[str, Any]]:
-        """Every evaluation to run, by directory name: list-valued ``model`` / ``shots`` expand to their grid."""
+        """Every evaluation to run, by directory name: list-valued ``model`` / ``shots`` expand to their grid
+        (``NAME-<model slug>-<k>shot``). Two runs that would share a directory are an error naming the table."""
         runs: dict[str, dict[str, Any]] = {}
         for name, e in self.eval.items():
             spec = e.model_dump()
@@ -257,6 +280,9 @@ class ExperimentConfig(_Strict):
                     key += "-" + _slug(m)
                 if len(shots) > 1:
                     key += f"-{k}shot"
+                if key in runs:  # a dict would silently keep one of the two
+                    raise ValueError(f"eval.{name}: model {m!r} with {k} shots expands to the run name {key!r}, "
+                                     "which another eval run already has; rename a table or a model")
                 train = spec["train"]
                 if train is None and spec["prompt"] == "kshot":
                     train = TRAIN_SPLIT
@@ -288,13 +314,40 @@ def _as_list(v: Any) -> list[Any]:
 
 
 def _slug(model: str) -> str:
-    return model.rstrip("/").split("/")[-1].removesuffix(".gguf")
+    """The last part of a hub id or path, made a safe piece of a directory name: any run of other characters becomes
+    ``_``, runs of dots one dot (``models/x..y.gguf`` -> ``x.y``, ``org/m 1`` -> ``m_1``)."""
+    last = model.rstrip("/").split("/")[-1].removesuffix(".gguf")
+    safe = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9_.-]+", "_", last)).strip(".")
+    return safe or "model"
 
 
-def _check_ref(cfg: ExperimentConfig, key: str, value: str) -> None:
+def _check_names(cfg: ExperimentConfig) -> None:
+    """Every table name and file stem that becomes a path is a plain name (see the module docstring)."""
+    for table in NAMED_TABLES:
+        for name in getattr(cfg, table):
+            check_name(name, table_key(table, name))
+    for name, e in cfg.export.items():
+        if e.name is not None:
+            check_name(e.name, f"export.{name}.name = {e.name!r}")
+    for key, value in (("crawl.db", cfg.crawl.db if cfg.crawl else None), ("dataset.db", cfg.dataset.db)):
+        if value is not None and value.startswith(REF):
+            parts = value[len(REF):].split("/")
+            if ".." in parts or parts[0] in CLEARED_DIRS:
+                raise ValueError(f"{key} = {value!r}: a db inside the run lives under @crawl/ (the runner clears "
+                                 f"{', '.join(f'@{d}/' for d in CLEARED_DIRS)} before their steps run)")
+
+
+def _check_ref(cfg: ExperimentConfig, key: str, value: str, own: str | None = None) -> None:
+    """``value``, when it is an ``@`` path, names an existing table, stays inside the run and does not point into
+    ``own``: the directory of the step that reads it, which the runner clears before that step runs."""
     if not value.startswith(REF):
         return
     parts = value[len(REF):].split("/")
+    if ".." in parts:
+        raise ValueError(f"{key} = {value!r}: a run path stays inside the run: no '..'")
+    if own is not None and parts[:2] == own.split("/"):
+        raise ValueError(f"{key} = {value!r}: the runner clears {own}/ before this step runs, so an input there "
+                         "would be deleted first; keep it elsewhere")
     head = parts[0]
     if head not in SECTIONS_WITH_OUTPUTS or (head != "dataset" and len(parts) < 2):
         raise ValueError(f"{key} = {value!r}: a run path starts with @dataset/, @models/NAME, @train/NAME or "

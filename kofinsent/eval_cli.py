@@ -1,4 +1,9 @@
-"""``kofinsent eval`` / ``baseline`` / ``compare``: thin typer wrappers over :mod:`kofinsent.evaluate`."""
+"""``kofinsent eval`` / ``baseline`` / ``compare``: thin typer wrappers over :mod:`kofinsent.evaluate`.
+
+Each refuses an ``--out`` that would write over its own inputs (:func:`kofinsent.paths.refuse_output_over_input`)
+before anything is read or written: with ``--overwrite`` a run directory's files are deleted first, so an input kept
+there would be gone even if the command then failed.
+"""
 from __future__ import annotations
 
 import sys
@@ -67,11 +72,17 @@ def eval_command(
     max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N test items.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (same options); "
+                                                          "a complete one is left as it is.")] = False,
 ) -> None:
     """Evaluate one model on the test split; writes config.json, predictions.jsonl and metrics.json to --out."""
     with _errors():
         from .evaluate import EvalConfig, evaluate, progress_total
+        from .paths import refuse_output_over_input
 
+        # a local --model / --adapter directory holds config.json, which --overwrite deletes in --out
+        refuse_output_over_input(out, {"--data": data, "--train": train, "--adapter": adapter, "--model": model},
+                                 directory=True)
         try:
             seeds = [int(s) for s in fewshot_seeds.split(",") if s.strip()]
         except ValueError:
@@ -81,13 +92,16 @@ def eval_command(
                          train=str(train) if train else None, shots=shots, fewshot_seeds=seeds,
                          iterations=iterations, batch_size=batch_size, host=host, format=fmt, seed=seed,
                          prefix_cache=not no_prefix_cache, max_new_tokens=max_new_tokens, limit=limit,
-                         overwrite=overwrite)
+                         overwrite=overwrite, resume=resume)
         cfg.validate()
+        complete = resume and (out / "metrics.json").is_file()  # evaluate() then returns its metrics as they are
         bar = _progress(progress_total(cfg), f"eval {backend}:{Path(model).name}")
         try:
             metrics = evaluate(cfg, progress=bar.update, started=STARTED)
         finally:
             bar.close()
+        if complete:
+            typer.echo(f"{out} holds a complete run; nothing was rerun")
         _print_metrics(metrics)
         typer.echo(f"-> {out}")
 
@@ -102,7 +116,9 @@ def baseline_command(
     """Majority class and TF-IDF + logistic regression (Kiwi morphemes, character n-grams)."""
     with _errors():
         from .baselines import baselines_to_dirs
+        from .paths import refuse_output_over_input
 
+        refuse_output_over_input(out, {"--train": train, "--test": test}, directory=True)
         for name, metrics in baselines_to_dirs(train, test, out, seed, overwrite).items():
             typer.echo(f"{name}: ", nl=False)
             _print_metrics(metrics)
@@ -118,10 +134,15 @@ def compare_command(
     """Paired tests between two runs on the same items: McNemar; for sentiment runs Brown–Forsythe and Welch."""
     with _errors():
         from .compare import compare_runs
+        from .paths import refuse_output_over_input
         from .runs import write_json
 
-        result = compare_runs(run_a, run_b)
         path = out or Path(run_b) / "compare.json"
+        # the files compare_runs reads; RUN_B/compare.json itself (the default) is an output, not one of them
+        refuse_output_over_input(path, {f"{flag}'s {name}": Path(run) / name for flag, run in (("RUN_A", run_a),
+                                                                                              ("RUN_B", run_b))
+                                        for name in ("predictions.jsonl", "metrics.json")})
+        result = compare_runs(run_a, run_b)
         write_json(path, result)
         for key in ("n_paired", "mcnemar_p", "levene_p", "welch_p", "levene_p_holm", "welch_p_holm"):
             if result.get(key) is not None:

@@ -7,18 +7,22 @@ Modes:
   anything else is *invalid* and counted, never mapped to a class.
 - ``sentiment``: the seed 000 JSON sentiment chat, ``iterations`` times per item; strict JSON validity; sentiment > 0
   -> ``[상승]``, < 0 -> ``[하락]``, 0 -> abstain.
+
+Records are appended to predictions.jsonl batch by batch; metrics.json is written once all are in. ``resume``
+continues a run cut off halfway: the units (item x prompt, or item x iteration) already on disk are skipped, and the
+metrics are computed over all records in the order a one-shot run writes them, so they come out the same.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .backends import Backend, GenOptions, get_backend
 from .prompts.direction import CONTINUATIONS, LABELS, DirectionPrompt, kshot, seed2shot
-from .runs import RunDir, read_jsonl, sha256_file
+from .runs import RUN_MARKERS, RunDir, read_appended_jsonl, read_json, read_jsonl, sha256_file
 
 METHODS = ("loglikelihood", "generate", "sentiment")
 PROMPTS = ("seed2shot", "kshot", "sentiment-json")
@@ -54,6 +58,7 @@ class EvalConfig:
     temperature: float | None = None   # default: 0 (greedy) for generate, 0.2 for sentiment (seed 000)
     limit: int | None = None           # first N test items only (smoke runs)
     overwrite: bool = False
+    resume: bool = False               # continue the run in ``out`` if it is this config's (see module docstring)
 
     def validate(self, check_files: bool = True) -> None:
         """Raise on an option that cannot work; ``check_files=False`` checks the options alone (config loading)."""
@@ -71,6 +76,8 @@ class EvalConfig:
         if self.shots < 0 or self.iterations < 1 or self.batch_size < 1:
             raise EvalConfigError(f"need --shots >= 0, --iterations >= 1, --batch-size >= 1; got {self.shots}, "
                                   f"{self.iterations}, {self.batch_size}")
+        if self.resume and self.overwrite:
+            raise EvalConfigError("--resume continues the run in --out and --overwrite replaces it: pass one")
         if self.format not in ("schema", "free"):
             raise EvalConfigError(f"--format must be schema or free, got {self.format!r}")
         if check_files and not Path(self.data).is_file():
@@ -95,11 +102,15 @@ def load_items(path: str | Path, limit: int | None = None) -> list[dict[str, Any
 
 
 def progress_total(cfg: EvalConfig) -> int:
-    """How many progress units :func:`evaluate` reports: items x few-shot seeds, or items x iterations (sentiment)."""
-    n = len(load_items(cfg.data, cfg.limit))
-    if cfg.method == "sentiment":
-        return n * cfg.iterations
-    return n * (len(cfg.fewshot_seeds) if cfg.prompt == "kshot" else 1)
+    """How many progress units :func:`evaluate` reports: items x few-shot seeds, or items x iterations (sentiment);
+    with ``resume``, only those not done yet (0 for a complete run)."""
+    items = load_items(cfg.data, cfg.limit)
+    n = len(items) * (cfg.iterations if cfg.method == "sentiment" else
+                      len(cfg.fewshot_seeds) if cfg.prompt == "kshot" else 1)
+    if not cfg.resume:
+        return n
+    previous = _previous_run(cfg, items, truncate=False)
+    return 0 if previous is None else n - len(previous)
 
 
 def make_backend(cfg: EvalConfig) -> Backend:
@@ -123,6 +134,16 @@ def _batches(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
         yield seq[i:i + n]
 
 
+def reply_text(text: object) -> str:
+    """A backend's reply as str, whatever came: bytes that are not UTF-8 keep each bad byte as a lone surrogate
+    (surrogateescape), which the record shows as a "\\udcXX" escape and the strict JSON check rejects."""
+    if isinstance(text, str):
+        return text
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text).decode("utf-8", "surrogateescape")
+    return "" if text is None else str(text)
+
+
 def first_label(text: str) -> str | None:
     """The first ``[상승]``/``[하락]`` in a generation, or None (invalid)."""
     hits = [(text.find(label), label) for label in LABELS if label in text]
@@ -130,15 +151,21 @@ def first_label(text: str) -> str | None:
 
 
 Progress = Callable[[int], None]
+Emit = Callable[[list[dict[str, Any]]], None]  # gets each batch's records as soon as they are scored
 
 
 def _noop(n: int) -> None:
     return None
 
 
+def _drop(records: list[dict[str, Any]]) -> None:
+    return None
+
+
 # -- the three modes ---------------------------------------------------------------------------------------------
 def score_loglikelihood(backend: Backend, prompt: DirectionPrompt, items: Sequence[dict[str, Any]],
-                        progress: Progress = _noop, chunk: int = 256) -> tuple[list[dict[str, Any]], float]:
+                        progress: Progress = _noop, chunk: int = 256,
+                        emit: Emit = _drop) -> tuple[list[dict[str, Any]], float]:
     """Per-item records and the scoring seconds (first tokenization to last score)."""
     if not backend.supports_loglikelihood:
         raise EvalConfigError(f"backend {backend.name!r} cannot score log-likelihoods; use --method generate")
@@ -153,22 +180,26 @@ def score_loglikelihood(backend: Backend, prompt: DirectionPrompt, items: Sequen
         dt = time.perf_counter() - t0
         seconds += dt
         k = len(CONTINUATIONS)
+        batch = []
         for j, (it, ctx) in enumerate(zip(part, contexts)):
             ll = scores[j * k:(j + 1) * k]
             ll_norm = [s / b for s, b in zip(ll, norms)]
-            records.append({
+            batch.append({
                 "id": it["id"], "title": it["title"], "gold": it["label"],
                 "pred": LABELS[max(range(k), key=lambda i: ll[i])],
                 "pred_norm": LABELS[max(range(k), key=lambda i: ll_norm[i])],
                 "context": ctx, "continuations": list(CONTINUATIONS), "loglik": ll, "loglik_norm": ll_norm,
                 "valid": True, "seconds": dt / len(part),
             })
+        emit(batch)
+        records += batch
         progress(len(part))
     return records, seconds
 
 
 def run_generate(backend: Backend, prompt: DirectionPrompt, items: Sequence[dict[str, Any]], options: GenOptions,
-                 batch_size: int, progress: Progress = _noop) -> tuple[list[dict[str, Any]], float]:
+                 batch_size: int, progress: Progress = _noop,
+                 emit: Emit = _drop) -> tuple[list[dict[str, Any]], float]:
     records: list[dict[str, Any]] = []
     seconds = 0.0
     for part in _batches(items, batch_size):
@@ -176,17 +207,23 @@ def run_generate(backend: Backend, prompt: DirectionPrompt, items: Sequence[dict
         t0 = time.perf_counter()
         gens = backend.generate(contexts, options)
         seconds += time.perf_counter() - t0
+        batch = []
         for it, ctx, g in zip(part, contexts, gens):
-            pred = first_label(g.text)
-            records.append({"id": it["id"], "title": it["title"], "gold": it["label"], "pred": pred,
-                            "context": ctx, "output": g.text, "valid": pred is not None, "seconds": g.seconds,
-                            "meta": g.meta})
+            text = reply_text(g.text)
+            pred = first_label(text)
+            batch.append({"id": it["id"], "title": it["title"], "gold": it["label"], "pred": pred,
+                          "context": ctx, "output": text, "valid": pred is not None, "seconds": g.seconds,
+                          "meta": g.meta})
+        emit(batch)
+        records += batch
         progress(len(part))
     return records, seconds
 
 
 def run_sentiment(backend: Backend, items: Sequence[dict[str, Any]], options: GenOptions, iterations: int,
-                  batch_size: int, progress: Progress = _noop) -> tuple[list[dict[str, Any]], float]:
+                  batch_size: int, progress: Progress = _noop, emit: Emit = _drop,
+                  done: Collection[tuple[int, Any]] = ()) -> tuple[list[dict[str, Any]], float]:
+    """``done``: (iteration, item id) pairs an earlier invocation scored; they are skipped."""
     from .prompts.sentiment import direction, parse_lenient, parse_strict, sentiment_chat
 
     records: list[dict[str, Any]] = []
@@ -194,24 +231,31 @@ def run_sentiment(backend: Backend, items: Sequence[dict[str, Any]], options: Ge
     for it_no in range(iterations):
         # A different, recorded seed per iteration: the seed 000 study measured variation across repeated runs.
         opts = GenOptions(**{**asdict(options), "seed": options.seed + it_no})
-        for part in _batches(items, batch_size):
+        todo = [it for it in items if (it_no, it["id"]) not in done]
+        for part in _batches(todo, batch_size):
             chats = [sentiment_chat(it["title"]) for it in part]
             t0 = time.perf_counter()
             gens = backend.generate(chats, opts)
             seconds += time.perf_counter() - t0
+            batch = []
             for it, chat, g in zip(part, chats, gens):
-                strict, lenient = parse_strict(g.text), parse_lenient(g.text)
-                server = g.meta.get("total_duration")
-                records.append({
+                text = reply_text(g.text)
+                strict, lenient = parse_strict(text), parse_lenient(text)
+                server = g.meta.get("total_duration") if isinstance(g.meta, dict) else None
+                batch.append({
                     "id": it["id"], "title": it["title"], "gold": it["label"], "iteration": it_no,
-                    "seed": opts.seed, "context": chat, "raw": g.text, "valid": strict is not None,
+                    "seed": opts.seed, "context": chat, "raw": text, "valid": strict is not None,
                     "lenient_valid": lenient is not None,
                     "sentiment": strict.sentiment if strict else None,
                     "confidence": strict.confidence if strict else None,
                     "reasoning": strict.reasoning if strict else None,
                     "pred": direction(strict) if strict else None,
-                    "seconds": g.seconds, "server_seconds": server / 1e9 if server else None, "meta": g.meta,
+                    "seconds": g.seconds,
+                    "server_seconds": server / 1e9 if isinstance(server, (int, float)) and server else None,
+                    "meta": g.meta,
                 })
+            emit(batch)
+            records += batch
             progress(len(part))
     return records, seconds
 
@@ -224,37 +268,133 @@ def prompts_for(cfg: EvalConfig) -> list[DirectionPrompt]:
     return [kshot(train, cfg.shots, s, balanced=cfg.balanced_shots) for s in cfg.fewshot_seeds]
 
 
+# Where and how a run is written, not what it computes: a resumed run may differ from its start in these alone.
+_NOT_RUN_KEYS = ("out", "overwrite", "resume")
+
+
+def _run_config(cfg: EvalConfig, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """config.json: the options plus what defines the items and prompts (file hashes, item count)."""
+    config = {**asdict(cfg), "n_items": len(items), "data_sha256": sha256_file(cfg.data)}
+    if cfg.prompt == "kshot" and cfg.train:
+        config["train_sha256"] = sha256_file(cfg.train)
+    return config
+
+
+def _unit(cfg: EvalConfig, record: dict[str, Any]) -> tuple[Any, ...]:
+    """What one record answers: (iteration, item id), or (prompt, few-shot seed, item id)."""
+    if cfg.method == "sentiment":
+        return (record["iteration"], record["id"])
+    return (record["prompt"], record["fewshot_seed"], record["id"])
+
+
+def _order(cfg: EvalConfig, items: Sequence[dict[str, Any]], prompts: Sequence[DirectionPrompt]) -> dict[Any, int]:
+    """Each unit's position in the order a one-shot run writes them."""
+    groups = ([(i,) for i in range(cfg.iterations)] if cfg.method == "sentiment"
+              else [(p.name, p.seed) for p in prompts])
+    return {(*g, it["id"]): n for n, (g, it) in enumerate((g, it) for g in groups for it in items)}
+
+
+def _previous_run(cfg: EvalConfig, items: Sequence[dict[str, Any]],
+                  truncate: bool) -> list[dict[str, Any]] | None:
+    """The records an earlier invocation left in ``cfg.out`` ([] when it holds no run), or None when that run is
+    complete. Raises EvalConfigError when the run there is not this config's. ``truncate``: cut a torn last line."""
+    out = Path(cfg.out)
+    there = [m for m in RUN_MARKERS if (out / m).is_file()]
+    if not there:
+        return []
+    if "config.json" not in there:
+        raise EvalConfigError(f"--resume: {out} holds {', '.join(there)} but no config.json, so which run it was "
+                              "is unknown; pass --overwrite to start over")
+    stored, current = read_json(out / "config.json"), _run_config(cfg, items)
+    diff = [f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(stored) | set(current))
+            if k not in _NOT_RUN_KEYS and stored.get(k) != current.get(k)]
+    if diff:
+        raise EvalConfigError(f"--resume: {out} holds a run of another config ({'; '.join(diff)}); pass --overwrite "
+                              "to replace it or choose another --out")
+    if "metrics.json" in there:
+        return None
+    if "predictions.jsonl" not in there:
+        return []
+    path = out / "predictions.jsonl"
+    try:
+        records = read_appended_jsonl(path, truncate=truncate)
+    except ValueError as e:
+        raise EvalConfigError(f"--resume: {e}") from None
+    if not records:
+        return []
+    ids = [it["id"] for it in items]
+    if len(set(ids)) < len(ids):
+        dup = next(i for n, i in enumerate(ids) if i in ids[:n])
+        raise EvalConfigError(f"--resume: item id {dup!r} appears twice in {cfg.data}; resuming needs unique ids")
+    order = _order(cfg, items, prompts_for(cfg) if cfg.method != "sentiment" else [])
+    seen: set[Any] = set()
+    for n, r in enumerate(records, 1):
+        try:
+            unit = _unit(cfg, r)
+        except KeyError as e:
+            raise EvalConfigError(f"--resume: {path}: record {n} lacks {e}") from None
+        if unit not in order or unit in seen:
+            raise EvalConfigError(f"--resume: {path}: record {n} {unit} is "
+                                  f"{'a repeat' if unit in seen else 'not one of this run'}")
+        seen.add(unit)
+    return records
+
+
+def can_resume(cfg: EvalConfig) -> bool:
+    """Whether ``evaluate`` with ``resume=True`` can go on from what ``cfg.out`` holds (nothing counts as yes)."""
+    try:
+        _previous_run(cfg, load_items(cfg.data, cfg.limit), truncate=False)
+    except (EvalConfigError, OSError, ValueError):
+        return False
+    return True
+
+
 def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress = _noop,
              started: float | None = None) -> dict[str, Any]:
     """Run the evaluation described by ``cfg`` and write ``cfg.out``: config.json, environment.json,
-    predictions.jsonl and metrics.json. Returns the metrics. ``started``: the ``perf_counter`` time the command
-    began, so that ``wall_s`` covers the whole command (imports and model load included)."""
+    predictions.jsonl (appended batch by batch) and metrics.json. Returns the metrics. ``started``: the
+    ``perf_counter`` time the command began, so that ``wall_s`` covers the whole command (imports and model load
+    included).
+
+    ``cfg.resume``: go on from the records in ``cfg.out`` if its config.json matches (else EvalConfigError naming
+    the keys); an empty or absent ``cfg.out`` is a fresh run; a complete one (metrics.json there) returns its
+    metrics and reruns nothing. The first invocation's config.json and environment.json are kept."""
     from . import metrics as M
 
     t_start = time.perf_counter() if started is None else started
     cfg.validate()
     items = load_items(cfg.data, cfg.limit)
     prompts = prompts_for(cfg) if cfg.method != "sentiment" else []
-    run = RunDir(cfg.out, overwrite=cfg.overwrite)  # refuses another run's directory before the model loads
+    # refuses another run's directory before the model loads
+    run = RunDir(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume)
+    previous = _previous_run(cfg, items, truncate=True) if cfg.resume else []
+    if previous is None:
+        return read_json(run.path / "metrics.json")
+    done = {_unit(cfg, r) for r in previous}
     backend = backend or make_backend(cfg)  # an unreachable server or a bad path fails here, before any item
     seeds = {"seed": cfg.seed, "fewshot_seeds": cfg.fewshot_seeds if cfg.prompt == "kshot" else None}
-    run.write_config({**asdict(cfg), "n_items": len(items), "data_sha256": sha256_file(cfg.data)}, seeds)
+    if not (run.path / "config.json").is_file():
+        run.write_config(_run_config(cfg, items), seeds)
 
-    records: list[dict[str, Any]] = []
+    new: list[dict[str, Any]] = []
     scoring_s = 0.0
-    per_prompt: dict[str, dict[str, Any]] = {}
     for prompt in prompts:
+        todo = [it for it in items if (prompt.name, prompt.seed, it["id"]) not in done]
+        if not todo:
+            continue
+
+        def emit(batch: list[dict[str, Any]], prompt: DirectionPrompt = prompt) -> None:
+            for r in batch:
+                r["prompt"], r["fewshot_seed"] = prompt.name, prompt.seed
+            run.append_predictions(batch)
+
         if cfg.method == "loglikelihood":
-            recs, secs = score_loglikelihood(backend, prompt, items, progress)
+            recs, secs = score_loglikelihood(backend, prompt, todo, progress, emit=emit)
         else:
             opts = GenOptions(max_new_tokens=cfg.max_new_tokens or 8, temperature=cfg.temperature or 0.0,
                               seed=cfg.seed)
-            recs, secs = run_generate(backend, prompt, items, opts, cfg.batch_size, progress)
-        for r in recs:
-            r["prompt"], r["fewshot_seed"] = prompt.name, prompt.seed
-        per_prompt[f"{prompt.name}" + (f"/seed{prompt.seed}" if prompt.seed is not None else "")] = \
-            M.classification_metrics([r["gold"] for r in recs], [r["pred"] for r in recs])
-        records += recs
+            recs, secs = run_generate(backend, prompt, todo, opts, cfg.batch_size, progress, emit=emit)
+        new += recs
         scoring_s += secs
     if cfg.method == "sentiment":
         from .prompts.sentiment import json_schema
@@ -262,9 +402,16 @@ def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress
         temperature = 0.2 if cfg.temperature is None else cfg.temperature
         opts = GenOptions(max_new_tokens=cfg.max_new_tokens or 1024, temperature=temperature, seed=cfg.seed,
                           json_schema=json_schema() if cfg.format == "schema" else None)
-        records, scoring_s = run_sentiment(backend, items, opts, cfg.iterations, cfg.batch_size, progress)
+        new, scoring_s = run_sentiment(backend, items, opts, cfg.iterations, cfg.batch_size, progress,
+                                       emit=run.append_predictions, done=done)
 
-    run.write_predictions(records)
+    records = previous + new
+    if previous:  # metrics over the one-shot order, and the file in it too (it already is unless units were skipped)
+        order = _order(cfg, items, prompts)
+        positions = [order[_unit(cfg, r)] for r in records]
+        if positions != sorted(positions):
+            records.sort(key=lambda r: order[_unit(cfg, r)])
+            run.write_predictions(records)
     if cfg.method == "sentiment":
         result = M.sentiment_metrics(records)
     else:
@@ -272,14 +419,20 @@ def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress
         if cfg.method == "loglikelihood":
             norm = M.classification_metrics([r["gold"] for r in records], [r["pred_norm"] for r in records])
             result.update({f"{k}_norm": norm[k] for k in ("accuracy", "accuracy_ci95", "macro_f1", "mcc")})
-        if len(per_prompt) > 1:
+        if len(prompts) > 1:
+            per_prompt = {}
+            for p in prompts:
+                recs = [r for r in records if (r["prompt"], r["fewshot_seed"]) == (p.name, p.seed)]
+                per_prompt[p.name + (f"/seed{p.seed}" if p.seed is not None else "")] = \
+                    M.classification_metrics([r["gold"] for r in recs], [r["pred"] for r in recs])
             result["per_prompt"] = per_prompt
             result["fewshot_accuracy"] = M.seed_summary([m["accuracy"] for m in per_prompt.values()])
-    n_scored = len(records)
     result.update({
         "method": cfg.method, "prompt": cfg.prompt, "shots": cfg.shots if cfg.prompt == "kshot" else None,
-        "n_items": len(items), "n_scored": n_scored,
-        "items_per_s": n_scored / scoring_s if scoring_s > 0 else None,
+        "n_items": len(items), "n_scored": len(records),
+        "n_resumed": len(previous),  # records an earlier, interrupted invocation wrote
+        # The speed figures cover this invocation's scoring only: an earlier invocation's seconds are not kept.
+        "items_per_s": len(new) / scoring_s if scoring_s > 0 else None,
         "scoring_s": scoring_s, "wall_s": time.perf_counter() - t_start,
         "context_exceeded": getattr(backend, "context_exceeded", None),
         "backend": backend.identity(), "seeds": seeds,

@@ -10,10 +10,13 @@ A step is marked done in run.json only after its outputs are written, so a run k
 with the same command (same config and overrides) continues in the same directory: done steps are skipped, the
 step that was cut off is redone from scratch (the crawl resumes from its own cursor). Another config, or ``--new``,
 starts a new directory.
+
+A step's directory is cleared before the step runs, through :func:`kofinsent.paths.remove_tree` with the run
+directory as root: nothing outside the run is ever deleted, whatever a name or a symlink says. Only directories named
+like a run id, holding a run.json written by this module, are resumed.
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import REF, ExperimentConfig, dump_toml
+from .paths import is_safe_name, remove_tree, require_inside
 from .runs import environment, git_state, read_json, sha256_file, write_json
 
 Log = Callable[[str], None]
@@ -40,14 +44,34 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def find_resumable(root: Path, config_sha: str) -> Path | None:
-    """The newest run under ``root`` made from the same resolved config."""
-    for d in sorted((p for p in root.glob("*/run.json")), reverse=True):
+    """The newest run under ``root`` made from the same resolved config. Directories not named like a run id are
+    not runs (``.cache``, ``a b``, ``-x``): the runner would clear step directories inside them."""
+    for d in sorted((p for p in root.glob("*/run.json") if is_safe_name(p.parent.name)), reverse=True):
         try:
             if read_json(d).get("config_sha256") == config_sha:
                 return d.parent
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # AttributeError: run.json is JSON but not an object
             continue
     return None
+
+
+def _check_resumable(run_dir: Path) -> None:
+    """``--resume DIR``: DIR is named like a run id and holds a run.json this module wrote (its id is DIR's name),
+    so that the runner never clears step directories in somebody else's folder."""
+    if not (run_dir / "run.json").is_file():
+        raise ExperimentError(f"--resume {run_dir}: not a run directory (no run.json)")
+    name = run_dir.resolve().name
+    if not is_safe_name(name):
+        raise ExperimentError(f"--resume {run_dir}: {name!r} is not a run id (a run id matches "
+                              "^[A-Za-z0-9][A-Za-z0-9_.-]*$ without '..')")
+    try:
+        state = read_json(run_dir / "run.json")
+    except (OSError, ValueError):
+        state = None
+    if not (isinstance(state, dict) and isinstance(state.get("config_sha256"), str)
+            and isinstance(state.get("steps"), dict) and state.get("id") == name):
+        raise ExperimentError(f"--resume {run_dir}: {run_dir / 'run.json'} is not a kofinsent run's (it needs "
+                              f"config_sha256, steps and id = {name!r}); nothing was changed")
 
 
 @dataclass
@@ -159,10 +183,11 @@ class Experiment:
         return results
 
     def _fresh(self, sub: str) -> Path:
-        """An empty directory for a step's outputs: a step cut off halfway left partial files there."""
-        d = self.dir / sub
-        if d.exists():
-            shutil.rmtree(d)
+        """An empty directory for a step's outputs: a step cut off halfway left partial files there. Only ever a
+        directory strictly inside the run (checked after resolving symlinks), also when it is created."""
+        d = require_inside(self.dir / sub, self.dir, "the step directory")
+        if d.exists() or d.is_symlink():
+            remove_tree(d, self.dir)
         d.mkdir(parents=True)
         return d
 
@@ -198,7 +223,7 @@ class Experiment:
         posts: dict[str, int] = {}
         bars: dict[str, int] = {}
         with self._site() as base_url:
-            fetcher = Fetcher(HttpConfig(delay=c.delay, retries=c.retries, timeout=c.timeout,
+            fetcher = Fetcher(HttpConfig(delay=c.delay, retries=c.retries, timeout=c.timeout, max_wait=c.max_wait,
                                          max_requests=c.max_requests, base_url=base_url))
             fetcher.check_reachable()
             store = Store(db)
@@ -285,14 +310,17 @@ class Experiment:
     def evaluate(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         from tqdm import tqdm
 
-        from .evaluate import EvalConfig, evaluate, progress_total
+        from .evaluate import EvalConfig, can_resume, evaluate, progress_total
 
         spec = dict(spec)
         for key in ("model", "adapter", "data", "train"):
             if spec.get(key):
                 spec[key] = self.path(spec[key])
-        out = self._fresh(f"eval/{name}")
-        cfg = EvalConfig(**spec, out=str(out), overwrite=True)
+        # A step cut off halfway left its predictions: go on from them (hours of scoring) unless they belong to
+        # another config, whose directory is cleared like any other step's.
+        cfg = EvalConfig(**{**spec, "out": str(self.dir / "eval" / name), "resume": True})
+        if not can_resume(cfg):
+            self._fresh(f"eval/{name}")
         with tqdm(total=progress_total(cfg), desc=f"eval {name}", unit="item", file=sys.stderr,
                   disable=not self.progress or None, leave=False) as bar:
             m = evaluate(cfg, progress=bar.update)
@@ -354,8 +382,7 @@ def run_experiment(cfg: ExperimentConfig, runs_root: str | Path = "runs", resume
     root = Path(runs_root) / cfg.experiment.name
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "run.json").is_file():
-            raise ExperimentError(f"--resume {run_dir}: not a run directory (no run.json)")
+        _check_resumable(run_dir)
     else:
         run_dir = None if new else find_resumable(root, cfg.sha256())
         if run_dir is None:

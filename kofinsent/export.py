@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -133,7 +132,9 @@ def resolve_model(run: str | Path | None = None, model: str | Path | None = None
         _check_llama(out)
         yield out
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        from .paths import remove_tree
+
+        remove_tree(tmp, tempfile.gettempdir(), ignore_errors=True)  # ours: made by mkdtemp above
 
 
 # -- quantize and inspect ----------------------------------------------------------------------------------------------
@@ -156,7 +157,9 @@ def quantize_gguf(src: str | Path, dst: str | Path, quant: str, nthread: int = 0
     with suppress_stdout_stderr(disable=verbose):
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0 or not Path(dst).is_file():
-        Path(dst).unlink(missing_ok=True)
+        from .paths import remove_file
+
+        remove_file(dst, Path(dst).parent, missing_ok=True)  # the partial file, where it was being written
         raise ExportError(f"{quant}: llama.cpp quantization of {src} failed (return code {rc})")
     return Path(dst)
 

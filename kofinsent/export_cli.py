@@ -35,8 +35,12 @@ def gguf_command(
 ) -> None:
     """Write NAME-<quant>.gguf for each quant type, an Ollama Modelfile and manifest.json to --out."""
     from .export import export_gguf
+    from .paths import check_name, refuse_output_over_input
 
     with _errors():
+        if name is not None:  # NAME-<quant>.gguf is written in --out: a plain file stem, no path
+            check_name(name, f"--name {name!r}")
+        refuse_output_over_input(out, {"--run": run, "--model": model}, directory=True)
         manifest = export_gguf(out, quant, run=run, model=model, name=name, nthread=threads, verbose=verbose)
     for f in manifest["files"]:
         note = (" (K-quant fell back to legacy types on tensors whose rows are not multiples of 256: "

@@ -19,7 +19,9 @@ def _errors() -> AbstractContextManager[None]:
 def report_command(
     run_dirs: Annotated[list[Path], typer.Argument(help="Experiment run directories (runs/NAME/ID) or eval run "
                                                         "directories (kofinsent eval --out DIR).")],
-    out: Annotated[Path, typer.Option("--out", help="Report folder, e.g. reports/NAME.")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder, e.g. reports/NAME (not in a run directory). A "
+                                                    "rerun replaces only the files a report wrote there; your own "
+                                                    "files stay.")],
     title: Annotated[str | None, typer.Option("--title", help="Report title (default: config.toml [report] "
                                                                  "title, else the run names).")] = None,
     examples: Annotated[int | None, typer.Option("--examples", help="Confidently wrong example titles per run "

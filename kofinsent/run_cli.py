@@ -18,11 +18,12 @@ def _errors() -> AbstractContextManager[None]:
     from .evaluate import EvalConfigError
     from .experiment import ExperimentError
     from .export import ExportError
+    from .preflight import PreflightError
     from .runs import RunDirError
     from .train import TrainError
 
     return one_line_errors(ConfigError, ExperimentError, CrawlerError, DatasetError, TrainError, EvalConfigError,
-                           ExportError, BackendError, RunDirError)
+                           ExportError, BackendError, RunDirError, PreflightError)
 
 
 def run_command(
@@ -35,23 +36,35 @@ def run_command(
     ] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new run directory even if one of this config exists.")
                    ] = False,
-    check: Annotated[bool, typer.Option("--check", help="Validate the config and print it resolved; run nothing.")
-                     ] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Validate the config, print it resolved and check that what its steps need is here (exit 2 "
+                        "if not); run nothing.")] = False,
+    preflight: Annotated[bool, typer.Option(
+        "--preflight/--no-preflight",
+        help="Before the first step, check that the packages, servers and GPU the steps need are here.")] = True,
 ) -> None:
     """Run an experiment: crawl (or reuse a db), dataset, train, export, evaluate, baselines, compare, report.
 
     Writes runs/NAME/<UTC time>-<git sha>/. Started again with the same config and overrides, it continues the
-    newest such run and skips the steps already done.
+    newest such run and skips the steps already done. Before anything runs, every optional package, server and
+    GPU a step still to run needs is checked: what is missing is one error line each (with the pip command), exit 2.
     """
     with _errors():
         from .config import dump_toml, load_config
 
         cfg = load_config(config, overrides or [])
-        if check:
-            typer.echo(dump_toml(cfg), nl=False)
-            return
         if resume is not None and new:
             raise ValueError("choose one of --resume and --new")
+        if check:
+            typer.echo(dump_toml(cfg), nl=False)
+        if preflight:
+            from .preflight import check as check_needs
+            from .preflight import done_steps
+
+            # steps done in the run this continues are skipped by it, so what they need is not asked for
+            check_needs(cfg, done_steps(cfg, runs_dir, resume, new))
+        if check:
+            return
         from .experiment import run_experiment
 
         run_dir, results = run_experiment(cfg, runs_dir, resume=resume, new=new, log=typer.echo)

@@ -9,11 +9,12 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, is_dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -86,22 +87,51 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
+        return _clean(list(obj))
+    if isinstance(obj, (bytes, bytearray)):  # bytes that are not UTF-8 survive as lone surrogates (see dumps)
+        return bytes(obj).decode("utf-8", "surrogateescape")
+    if isinstance(obj, date):
+        return obj.isoformat()
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars; may hold NaN
+        return _clean(obj.tolist())
+    if hasattr(obj, "item"):
+        return _clean(obj.item())
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def dumps(obj: Any, indent: int | None = None) -> str:
-    """JSON with non-finite floats as null / "inf" / "-inf" (strict JSON has none) and numpy scalars unwrapped."""
-    return json.dumps(_clean(obj), ensure_ascii=False, indent=indent, default=_jsonable)
+def _jsonable_or_repr(obj: Any) -> Any:
+    try:
+        return _jsonable(obj)
+    except TypeError:
+        return repr(obj)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def dumps(obj: Any, indent: int | None = None, *, lenient: bool = False) -> str:
+    """JSON with non-finite floats as null / "inf" / "-inf" (strict JSON has none), numpy values and bytes unwrapped,
+    and lone surrogates escaped. ``lenient``: any other object is written as its repr instead of raising TypeError
+    (for what models and servers hand back, e.g. a backend's ``meta``)."""
+    text = json.dumps(_clean(obj), ensure_ascii=False, allow_nan=False, indent=indent,
+                      default=_jsonable_or_repr if lenient else _jsonable)
+    # A lone surrogate (a model's broken output) cannot be encoded as UTF-8, so writing it would raise; as a JSON
+    # escape it is valid UTF-8 and reads back as the same str. Every surrogate sits inside a JSON string here.
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _key(k: Any) -> Any:
+    """A key json.dumps accepts (it raises on any other, whatever ``default`` says; a NaN key included)."""
+    if k is None or isinstance(k, (str, int, bool)) or (isinstance(k, float) and math.isfinite(k)):
+        return k
+    return str(k)
 
 
 def _clean(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return _jsonable(obj)
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {_key(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     return obj
@@ -128,29 +158,69 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                     raise ValueError(f"{path}:{i}: not a JSON object ({e.msg})") from None
 
 
+def read_appended_jsonl(path: str | Path, truncate: bool = False) -> list[dict[str, Any]]:
+    """The complete records of a JSONL file that was being appended to when its writer was killed: a last line
+    without its newline was cut off mid-write and is dropped (``truncate``: also cut from the file, so that the next
+    append starts on a fresh line). Any other line that is not a JSON object is an error naming the line."""
+    path = Path(path)
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    records = []
+    for i, line in enumerate(data[:end].split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8"))
+        except ValueError as e:  # UnicodeDecodeError, JSONDecodeError
+            raise ValueError(f"{path}:{i}: not a JSON record ({e})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}:{i}: not a JSON object but {type(rec).__name__}")  # noqa: TRY004 - bad data
+        records.append(rec)
+    if truncate and end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    return records
+
+
 class RunDir:
     """An output directory for one run. Refuses a directory that already holds a run unless ``overwrite``."""
 
-    def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
+    def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False) -> None:
         self.path = Path(path)
-        if self.path.exists() and any((self.path / m).exists() for m in RUN_MARKERS) and not overwrite:
+        # resume: the caller checks that the run there is its own (kofinsent.evaluate compares config.json)
+        if self.path.exists() and any((self.path / m).exists() for m in RUN_MARKERS) and not (overwrite or resume):
             raise RunDirError(f"{self.path} already holds a run; pass --overwrite or choose another --out")
         self.path.mkdir(parents=True, exist_ok=True)
         if overwrite:
+            from .paths import remove_file
+
+            # only the run's own files, and only inside this directory (checked after resolving symlinks)
             for m in RUN_MARKERS + ("environment.json",):
-                (self.path / m).unlink(missing_ok=True)
+                remove_file(self.path / m, self.path, missing_ok=True)
 
     def write_config(self, config: dict[str, Any], seeds: dict[str, Any] | None = None) -> None:
         write_json(self.path / "config.json", config)
         write_json(self.path / "environment.json", environment(seeds))
 
     def write_predictions(self, records: Iterable[dict[str, Any]], name: str = "predictions.jsonl") -> int:
+        """All records at once, replacing the file atomically."""
+        path = self.path / name
+        tmp = path.with_name(path.name + ".tmp")
         n = 0
-        with open(self.path / name, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             for r in records:
-                f.write(dumps(r) + "\n")
+                f.write(dumps(r, lenient=True) + "\n")
                 n += 1
+        os.replace(tmp, path)
         return n
+
+    def append_predictions(self, records: Sequence[dict[str, Any]], name: str = "predictions.jsonl") -> int:
+        """Append one batch as it arrives, flushed on return: a run killed later keeps it. A kill during the write
+        leaves whole lines and at most one torn last line (see :func:`read_appended_jsonl`)."""
+        text = "".join(dumps(r, lenient=True) + "\n" for r in records)
+        with open(self.path / name, "a", encoding="utf-8") as f:
+            f.write(text)
+        return len(records)
 
     def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> None:
         write_json(self.path / name, metrics)

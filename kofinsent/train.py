@@ -18,7 +18,6 @@ full model with the adapter folded in). ``--engine unsloth`` (:mod:`kofinsent.tr
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -355,10 +354,14 @@ def prepare_out(cfg: TrainConfig, data_sha: str) -> Path | None:
         if not cfg.overwrite:
             raise TrainError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                              "or choose another --out")
+        from .paths import remove_file, remove_tree
+
+        # only the run's own files and folders, each checked to lie inside --out (a symlinked checkpoint-N that
+        # leads elsewhere is refused, not followed)
         for f in RUN_FILES:
-            (out / f).unlink(missing_ok=True)
+            remove_file(out / f, out, missing_ok=True)
         for d in [*(out / d for d in RUN_DIRS), *checkpoints(out)]:
-            shutil.rmtree(d, ignore_errors=True)
+            remove_tree(d, out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     return None
 

@@ -78,8 +78,12 @@ def train_command(
     template); writes the PEFT adapter to --out/adapter."""
     with _errors():
         _check_engine(engine, cuda=False)  # train_unsloth checks CUDA itself, after the options
+        from .paths import refuse_output_over_input
         from .train import TrainConfig, _is_main, train_with
 
+        # --overwrite deletes the run's files in --out (config.json, ...) before the model loads: neither the data
+        # nor a local base model may be there
+        refuse_output_over_input(out, {"--data": data, "--model": model}, directory=True)
         targets = [t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None
         cfg = TrainConfig(model=model, data=str(data), out=str(out), load_in_8bit=load_in_8bit,
                           load_in_4bit=load_in_4bit, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,

@@ -39,8 +39,10 @@ class ApiPage:
     """One page of the by-item list.
 
     ``posts``: the ``normal`` posts in the order sent (newest first). ``skipped``: other post types (news, notices).
-    ``raw_count``: every post in the body before filtering — compare it with the page size to detect the last page.
+    ``raw_count``: every post in the body before filtering. A page shorter than the page size is NOT the end of the
+    board: the server leaves out posts hidden after indexing without refilling the page.
     ``last_offset``: the cursor for the next (older) page, or None when the body has none.
+    ``oldest_id``: the smallest post id in the body, any post type (the fallback cursor is ``-oldest_id``).
     ``names``: itemCode -> itemName as the posts carry them.
     """
 
@@ -50,6 +52,7 @@ class ApiPage:
     raw_count: int
     skipped: int = 0
     names: dict[str, str] = field(default_factory=dict)
+    oldest_id: int | None = None
 
 
 def list_params(code: str, offset: str | None, page_size: int = MAX_PAGE_SIZE) -> dict[str, str]:
@@ -107,9 +110,11 @@ def parse_posts_page(text: str, code: str) -> ApiPage:
     posts: list[Post] = []
     names: dict[str, str] = {}
     skipped = 0
+    ids: list[int] = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise ParseError(WHAT, f"posts[{i}] is a {type(item).__name__}, not an object", text)
+        ids.append(_nid(item.get("id"), f"posts[{i}]", text))
         item_code, item_name = item.get("itemCode"), item.get("itemName")
         if isinstance(item_code, str) and isinstance(item_name, str) and item_name.strip():
             names[item_code] = item_name.strip()
@@ -131,6 +136,7 @@ def parse_posts_page(text: str, code: str) -> ApiPage:
         raw_count=len(raw),
         skipped=skipped,
         names=names,
+        oldest_id=min(ids, default=None),
     )
 
 

@@ -17,6 +17,14 @@ HINT_BLOCKED = ("send a browser User-Agent, crawl from a Korean IP, lower the ra
                 "or point --base-url at a mirror")
 HINT_SPA = "the legacy board is gone; use --source api"
 
+# Interstitials that come with HTTP 200 and fail the parser rather than the block check: a captcha, a login wall,
+# an error object where the API's data should be. Matched case-insensitively on the body's first few KB.
+_INTERSTITIALS = (
+    ("a captcha page", re.compile(r"captcha|자동입력\s*방지|보안\s*문자|자동\s*등록\s*방지", re.I)),
+    ("a login page", re.compile(r"LOGIN_REQUIRED|nidlogin|로그인이\s*필요|로그인\s*후|please\s+log\s*in", re.I)),
+    ("an error answer from the API", re.compile(r'^\s*\{[^{}]{0,400}"(?:code|detailCode|errorCode|error)"\s*:', re.I)),
+)
+
 _SPA_PATH = re.compile(r"/domestic/stock/[^/]+/discussion")
 _LEGACY_BOARD = re.compile(r"/item/board\.(?:naver|nhn)")
 
@@ -46,4 +54,11 @@ def check_response(url: str, status: int, body: str, location: str | None) -> No
     return None
 
 
-__all__ = ["BLOCK_PHRASES", "HINT_BLOCKED", "HINT_SPA", "check_response"]
+def interstitial(body: str) -> str | None:
+    """What an unparseable answer looks like when it looks like a wall rather than a changed layout: "a captcha
+    page", "a login page" or "an error answer from the API"; else None."""
+    head = body[:8192]
+    return next((name for name, pattern in _INTERSTITIALS if pattern.search(head)), None)
+
+
+__all__ = ["BLOCK_PHRASES", "HINT_BLOCKED", "HINT_SPA", "check_response", "interstitial"]

@@ -24,6 +24,8 @@ from typing import Any
 
 from .base import BackendError, Chat, GenOptions, Generation, MissingExtraError, Prompt
 
+DEFAULT_HOST = "http://localhost:11434"  # where `ollama serve` listens unless told otherwise
+
 SEED000_OPTIONS: dict[str, Any] = {"temperature": 0.2, "num_ctx": 8192, "num_predict": 1024}
 TIMING_KEYS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count",
                "eval_duration")
@@ -51,7 +53,7 @@ class OllamaBackend:
     supports_loglikelihood = False
     supports_chat = True
 
-    def __init__(self, model: str, host: str = "http://localhost:11434", seed: int = 0,
+    def __init__(self, model: str, host: str = DEFAULT_HOST, seed: int = 0,
                  options: dict[str, Any] | None = None, format: str = "schema", stream: bool = False,
                  timeout: float = 600, preload: bool = True) -> None:
         ollama = _import_ollama()

@@ -32,8 +32,9 @@ class Reply(str, Enum):
 
 
 def _fail(e: Exception) -> None:
+    """One ``error:`` line and exit 2, as every kofinsent command; what was there before stays untouched."""
     typer.echo(f"error: {' '.join(str(e).split())}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -99,12 +100,13 @@ def sharegpt(
     confidence: Annotated[float, typer.Option(help="--reply json: the constant confidence value")] = 1.0,
 ) -> None:
     """Write a ShareGPT JSONL for Unsloth (load it with datasets' json loader, then standardize_sharegpt)."""
+    from ..paths import OutputOverInputError
     from .errors import DatasetError
     from .sharegpt import export_sharegpt
 
     try:
         n = export_sharegpt(data, out, reply.value, confidence)
-    except (DatasetError, OSError) as e:
+    except (DatasetError, OutputOverInputError, OSError) as e:
         _fail(e)
     typer.echo(f"wrote {out}: {n} conversations")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+
+from ..paths import remove_file, remove_tree
 
 COLUMNS = ("id", "code", "name", "nid", "posted_at", "title", "label", "rule", "move_date", "close_prev", "close",
            "return")
@@ -99,7 +100,7 @@ def staged_dir(out: Path) -> Iterator[Path]:
         for item in sorted(stage.iterdir()):
             os.replace(item, out / item.name)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove_tree(stage, out.parent, ignore_errors=True)  # the staging folder made above, never out itself
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -111,5 +112,5 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        remove_file(tmp, path.parent, missing_ok=True)
         raise

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..paths import refuse_output_over_input
+from ..prompts.direction import INSTRUCTION
 from .errors import DatasetConfigError, EmptyDatasetError
 from .export import atomic_write_text
-from ..prompts.direction import INSTRUCTION
 from .labels import DOWN, UP
 
 # The seed 003 instruction, from the one place training and evaluation read it.
@@ -64,7 +65,11 @@ def conversation(title: str, label: str, reply: str = "label", confidence: float
 
 
 def export_sharegpt(data: str | Path, out: str | Path, reply: str = "label", confidence: float = 1.0) -> int:
-    """Convert a dataset JSONL (``train.jsonl``/``test.jsonl``) to ShareGPT JSONL at ``out``; returns the count."""
+    """Convert a dataset JSONL (``train.jsonl``/``test.jsonl``) to ShareGPT JSONL at ``out``; returns the count.
+
+    ``out`` that is ``data`` (by any spelling: ``..``, a symlink, a hard link) raises
+    :class:`kofinsent.paths.OutputOverInputError` before anything is read: the atomic write would replace the dataset.
+    """
     if reply not in REPLIES:
         raise DatasetConfigError(f"unknown --reply {reply!r}; expected one of {', '.join(REPLIES)}")
     if not 0.0 <= confidence <= 1.0:
@@ -72,6 +77,7 @@ def export_sharegpt(data: str | Path, out: str | Path, reply: str = "label", con
     data = Path(data)
     if not data.is_file():
         raise DatasetConfigError(f"{data}: no such file; pass a train.jsonl written by `kofinsent dataset build`")
+    refuse_output_over_input(out, {"--data": data})
     lines = []
     with open(data, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):

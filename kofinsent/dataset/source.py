@@ -28,13 +28,13 @@ class Source:
 
 
 def read_db(path: str | Path, progress: bool = True) -> Source:
-    """Read a crawler db. A missing path is an error here (``Store`` would create an empty db)."""
+    """Read a crawler db, read-only: a read-only file or folder is fine, and nothing is ever written to it."""
     from crawler.store import Store  # raises StoreError (a CrawlerError) for files that are not ours
 
     path = Path(path)
     if not path.is_file():
         raise DatasetConfigError(f"{path}: no such db file; pass the --db a `kofinsent crawl` run wrote")
-    with Store(path) as store:
+    with Store(path, readonly=True) as store, store.errors():
         conn = store.conn
         total = conn.execute("SELECT count(*) FROM posts").fetchone()[0]
         chunks = []

@@ -120,43 +120,103 @@ def json_schema() -> dict[str, Any]:
     return SentimentReply.model_json_schema()
 
 
+class InvalidJSON(ValueError):
+    """Text that is not one unambiguous JSON value (see :func:`load_json`)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:  # last-one-wins would silently pick one of the model's answers
+            raise InvalidJSON(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidJSON(f"{name} is not a JSON value")
+
+
+# Python's json accepts NaN / Infinity and keeps the last of duplicate keys; neither is JSON one can rely on.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+# A lone surrogate cannot come from UTF-8, and the backends turn bytes that are not UTF-8 into U+FFFD (transformers'
+# decode, Ollama's server) or into lone surrogates (``reply_text``'s surrogateescape): either means the reply was
+# not valid UTF-8, so it was not JSON text (RFC 8259, 8.1). An *escaped* "\ufffd" is the model's own character.
+_NOT_UTF8 = re.compile("[\ud800-\udfff\ufffd]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The lenient search tries a parse at each "{": on deeply nested unclosed text each try runs to the recursion limit.
+_MAX_STARTS = 1000
+
+
+def load_json(text: str) -> Any:
+    """``json.loads`` that raises :class:`InvalidJSON` for whatever makes a reply ambiguous or not JSON: duplicate
+    keys or NaN / Infinity at any depth, an integer longer than ``sys.get_int_max_str_digits()``, nesting past the
+    recursion limit, anything but one value."""
+    try:
+        return _DECODER.decode(text)
+    except InvalidJSON:
+        raise
+    except (ValueError, RecursionError) as e:  # JSONDecodeError; int digit limit (a bare ValueError)
+        raise InvalidJSON(str(e)[:200]) from None
+
+
+def _as_text(raw: str | bytes) -> str | None:
+    """A reply as str; bytes that are not UTF-8 keep their bad bytes as lone surrogates, so the span check finds
+    them where they are (the lenient reading forgives bad bytes in the prose around an object, not inside it)."""
+    if isinstance(raw, (bytes, bytearray)):
+        return bytes(raw).decode("utf-8", "surrogateescape")
+    return raw if isinstance(raw, str) else None
+
+
 def _validate(obj: Any) -> SentimentReply | None:
     if not isinstance(obj, dict):
         return None
     try:
-        return SentimentReply.model_validate(obj)
+        reply = SentimentReply.model_validate(obj)
     except ValidationError:
         return None
+    # the only string that survives the model; a lone surrogate in it came from a "\udXXX" escape
+    return None if _SURROGATE.search(reply.reasoning) else reply
 
 
-def parse_strict(raw: str) -> SentimentReply | None:
+def parse_strict(raw: str | bytes) -> SentimentReply | None:
     """The reply exactly as sent must be one JSON object pydantic accepts (surrounding whitespace is fine: it is
-    valid JSON). Fences, prose, out-of-range values, missing or extra keys -> None."""
+    valid JSON). Fences, prose, out-of-range values, missing or extra keys, duplicate keys, NaN, text that was not
+    UTF-8 -> None. Never raises."""
+    text = _as_text(raw)
+    if text is None or _NOT_UTF8.search(text):
+        return None
     try:
-        return _validate(json.loads(raw))
-    except (json.JSONDecodeError, TypeError, RecursionError):
+        return _validate(load_json(text))
+    except InvalidJSON:
         return None
 
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
 
 
-def parse_lenient(raw: str) -> SentimentReply | None:
+def parse_lenient(raw: str | bytes) -> SentimentReply | None:
     """Strict, else the content of the first Markdown code fence, else the first ``{...}`` in the text that parses
-    as a JSON object. Only the wrapping is forgiven: the object itself must still pass the same model."""
+    as a JSON object. Only the wrapping is forgiven: the object itself must still pass the same rules and model."""
     if (reply := parse_strict(raw)) is not None:
         return reply
-    for fenced in _FENCE.findall(raw):
+    text = _as_text(raw)
+    if text is None:
+        return None
+    for fenced in _FENCE.findall(text):
         if (reply := parse_strict(fenced)) is not None:
             return reply
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", raw):
+    for n, match in enumerate(re.finditer(r"\{", text)):
+        if n == _MAX_STARTS:  # a reply with this many braces before its object is not a wrapped answer
+            break
         try:
-            obj, _ = decoder.raw_decode(raw, match.start())
-        except (json.JSONDecodeError, RecursionError):
+            obj, end = _DECODER.raw_decode(text, match.start())
+        except (json.JSONDecodeError, RecursionError):  # no JSON value starts here: look further
             continue
-        if isinstance(obj, dict):
-            return _validate(obj)  # the first object is the answer; a later one is not searched for
+        except ValueError:  # one does, but ambiguous (InvalidJSON) or past the int digit limit: the answer is invalid
+            return None
+        if isinstance(obj, dict):  # the first object is the answer; a later one is not searched for
+            return None if _NOT_UTF8.search(text, match.start(), end) else _validate(obj)
     return None
 
 

@@ -1,12 +1,30 @@
-"""``build_report``: run directories in, report.md / report.tex / report.html / report.json / figures out."""
+"""``build_report``: run directories in, report.md / report.tex / report.html / report.json / figures out.
+
+The report folder may hold the user's own files too (notes, their own plots), so a rerun deletes only what a report
+wrote there before: ``DIR/.kofinsent-report.json`` lists those files (``{"generated_by": ..., "files": [...]}``,
+paths relative to DIR, sorted, written last, byte-identical on a rerun). On the next run exactly the listed files are
+removed (only names a report writes, ``report.*`` and ``figures/NAME.png|pdf``, and only inside DIR), so a figure the
+runs no longer call for goes away and nothing else does. A folder without that manifest (a report from before it
+existed) loses nothing: the new files simply overwrite the ones of the same name.
+
+DIR may not be, or lie inside, one of the run directories: a run is an input and stays as it was.
+"""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..runs import dumps
+from ..paths import (
+    OutputOverInputError,
+    UnsafePathError,
+    is_inside,
+    is_safe_name,
+    remove_file,
+)
+from ..runs import dumps, write_json
 from .cite import Text
 from .collect import Run, Step, load_runs
 from .examples import TITLE_CHARS, examples_table
@@ -16,6 +34,8 @@ from .tables import Table, compare_table, kshot_table, main_table, sentiment_tab
 
 DEFAULT_EXAMPLES = 5
 OUTPUTS = ("report.md", "report.tex", "report.html", "report.json")
+MANIFEST = ".kofinsent-report.json"  # what this module wrote in the report folder (see the module docstring)
+FIGURE_SUFFIXES = (".png", ".pdf")
 
 
 @dataclass
@@ -107,33 +127,68 @@ def assemble(run_dirs: list[str | Path], title: str | None = None, examples: int
                   notes=[n for r in runs for n in r.notes])
 
 
+def _is_report_file(rel: object) -> bool:
+    """``rel`` has the shape of a file this module writes: ``report.<kind>`` or ``figures/<name>.png|pdf``."""
+    if not isinstance(rel, str):
+        return False
+    parts = rel.split("/")
+    if len(parts) == 1:
+        return rel in OUTPUTS
+    return (len(parts) == 2 and parts[0] == "figures" and is_safe_name(parts[1])
+            and Path(parts[1]).suffix in FIGURE_SUFFIXES)
+
+
 def _clear(out: Path) -> None:
-    """Remove what an earlier report wrote here, so a figure the runs no longer call for does not linger."""
-    for name in OUTPUTS:
-        (out / name).unlink(missing_ok=True)
-    if (out / "figures").is_dir():
-        for f in (out / "figures").iterdir():
-            if f.suffix in (".png", ".pdf") and f.is_file():
-                f.unlink()
+    """Remove what an earlier report listed in its manifest, so a figure the runs no longer call for does not linger.
+
+    A manifest is a file anyone can edit: an entry is removed only when it has the shape of a report file and lies
+    inside ``out`` (after resolving symlinks); anything else in it is ignored. No manifest: nothing is removed."""
+    try:
+        listed = json.loads((out / MANIFEST).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for rel in listed if isinstance(listed, list) else []:
+        if _is_report_file(rel):
+            try:
+                remove_file(out / rel, out, missing_ok=True)
+            except UnsafePathError:  # e.g. figures/ is a symlink to somewhere else: not ours to delete from
+                continue
+
+
+def _refuse_out_in_a_run(run_dirs: list[str | Path], out: Path) -> None:
+    """The report writes report.* and figures/ into ``out``: never into a run (an input), nor a run into figures/."""
+    for run in run_dirs:
+        if is_inside(out, run, strict=False):
+            raise OutputOverInputError(f"--out {str(out)!r} is, or is inside, the run directory {str(run)!r}: the "
+                                       "report would write into the run; choose a folder outside it")
+        if is_inside(run, out / "figures", strict=False):
+            raise OutputOverInputError(f"--out {str(out)!r}: the run directory {str(run)!r} lies in its figures/ "
+                                       "folder, which the report writes; choose another --out")
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path, title: str | None = None,
                  examples: int | None = None) -> Report:
     """Write report.md, report.tex, report.html, report.json and figures/*.png|pdf to ``out`` from the given run
     directories (experiment runs or bare eval runs). Raises :class:`~kofinsent.report.collect.ReportError` for a
-    directory that is not a run or a file that cannot be read; nothing is written then."""
+    directory that is not a run or a file that cannot be read, and :class:`~kofinsent.paths.OutputOverInputError` for
+    an ``out`` in a run directory; nothing is written then. Deletes only the files its manifest lists (module
+    docstring)."""
     from .render import render
 
     if examples is not None and examples < 0:
         raise ValueError(f"--examples must be >= 0, got {examples}")
     report = assemble(run_dirs, title, examples)
     out = Path(out)
+    _refuse_out_in_a_run(list(run_dirs), out)
     out.mkdir(parents=True, exist_ok=True)
     _clear(out)
     report.figures = make_figures(report.runs, report.steps, out / "figures")
     for kind in ("md", "tex", "html"):
         (out / f"report.{kind}").write_text(render(report, kind), encoding="utf-8", newline="\n")
     (out / "report.json").write_text(dumps(report.to_json(), indent=2) + "\n", encoding="utf-8", newline="\n")
+    # last: a report cut off halfway leaves the previous manifest, whose files are then removed on the next run
+    written = sorted([*OUTPUTS, *(f for fig in report.figures for f in fig.files)])
+    write_json(out / MANIFEST, {"generated_by": "kofinsent report", "files": written})
     return report
 
 

@@ -2,15 +2,16 @@
 
 Escaping is not left to the templates' authors: the Markdown and LaTeX environments pass every ``{{ }}`` /
 ``\\VAR{}`` value through :func:`md_escape` / :func:`latex_escape` (jinja2's ``finalize``), and the HTML environment
-autoescapes. Markup the templates need is written in the templates themselves; the rare computed piece of markup
-(a LaTeX column spec) is wrapped in :class:`Raw`.
+turns control characters into spaces (:func:`one_line`, as the other two do) and autoescapes. Markup the templates
+need is written in the templates themselves; the rare computed piece of markup (a LaTeX column spec) is wrapped in
+:class:`Raw`.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .escape import latex_escape, md_escape
+from .escape import latex_escape, md_escape, one_line
 
 if TYPE_CHECKING:
     from .build import Report
@@ -30,13 +31,20 @@ def _finalize(escape: Any) -> Any:
     return finalize
 
 
+def _html_finalize(value: Any) -> Any:
+    """Runs before autoescape. Markup is the templates' own (a macro's table), whose values went through here."""
+    from markupsafe import Markup
+
+    return value if isinstance(value, Markup) else one_line(value)
+
+
 def _env(kind: str) -> Any:
     import jinja2
 
     common = {"loader": jinja2.FileSystemLoader(TEMPLATES), "undefined": jinja2.StrictUndefined,
               "trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True}
     if kind == "html":
-        return jinja2.Environment(autoescape=True, **common)
+        return jinja2.Environment(autoescape=True, finalize=_html_finalize, **common)
     if kind == "md":
         return jinja2.Environment(autoescape=False, finalize=_finalize(md_escape), **common)
     # LaTeX: delimiters that cannot clash with TeX's braces and percent signs.

@@ -83,22 +83,22 @@ def test_errors_are_one_line_on_stderr(hand, tmp_path):
     posts = hand.posts() + [Post(hand.A, 1, datetime(2021, 10, 2, 12), "토요일")]
     db = hand.write_db(tmp_path / "m.db", posts, hand.bars, hand.names)
     r = invoke("dataset", "build", "--db", db, "--rule", "same-day", "--no-progress", "--out", tmp_path / "o")
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert r.stderr.startswith("error: missing prices: 005930 (삼성전자): 1 posts dated 2021-10-02")
     assert r.stderr.count("\n") == 1 and not (tmp_path / "o").exists()
 
     r = invoke("dataset", "build", "--db", db, "--rule", "same-day", "--per-label", "100",
                "--allow-missing-prices", "--no-progress", "--out", tmp_path / "o")
-    assert r.exit_code == 1 and r.stderr.startswith("error: too few labelled posts: asked for 100 per label, "
+    assert r.exit_code == 2 and r.stderr.startswith("error: too few labelled posts: asked for 100 per label, "
                                                     "available [상승] 8, [하락] 3")
 
     not_ours = tmp_path / "x.db"
     not_ours.write_bytes(b"hello")
     r = invoke("dataset", "build", "--db", not_ours, "--rule", "same-day", "--out", tmp_path / "o")
-    assert r.exit_code == 1 and r.stderr.startswith("error: ") and "not a SQLite file" in r.stderr
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and "not a SQLite file" in r.stderr
 
     r = invoke("dataset", "sharegpt", "--data", tmp_path / "missing.jsonl", "--out", tmp_path / "s.jsonl")
-    assert r.exit_code == 1 and r.stderr.startswith("error: ") and "no such file" in r.stderr
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and "no such file" in r.stderr
 
     r = invoke("dataset", "build", "--db", db, "--rule", "tomorrow", "--out", tmp_path / "o")
     assert r.exit_code == 2  # typer rejects the choice before our code runs

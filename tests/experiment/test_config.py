@@ -87,7 +87,7 @@ def _err(data: dict, *overrides: str) -> str:
     ("eval.base.method=vibes", "eval.base: --method must be one of"),
     ("train.lora.loss=half", "train.lora: --loss must be one of full, answer-only, got 'half'"),
     ("eval.base.shots=[0, -5]", "eval.base: need --shots >= 0"),
-    ("experiment.name=a/b", "experiment.name: String should match pattern"),
+    ("experiment.name=a/b", "experiment.name: a name that becomes a path must match"),
 ])
 def test_bad_values_name_the_key(override: str, expected: str) -> None:
     msg = _err(MINIMAL, override)
@@ -148,7 +148,7 @@ def test_train_and_eval_tables_follow_the_dataclasses() -> None:
 
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"out", "resume", "overwrite", "extra"}
     assert set(TrainSection.model_fields) == train_keys | {"engine"}
-    assert set(EvalSection.model_fields) == {f.name for f in dataclasses.fields(EvalConfig)} - {"out", "overwrite"}
+    assert set(EvalSection.model_fields) == {f.name for f in dataclasses.fields(EvalConfig)} - {"out", "overwrite", "resume"}
 
 
 def test_load_errors_name_the_file(tmp_path: Path) -> None:

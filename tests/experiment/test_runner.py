@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from kofinsent.config import apply_overrides, validate
 from kofinsent.experiment import (
     Experiment,
     ExperimentError,
@@ -18,17 +17,11 @@ from kofinsent.experiment import (
 )
 from kofinsent.runs import read_json
 
-BASE = {
-    "experiment": {"name": "t"},
-    "dataset": {"db": "missing.sqlite", "rule": "same-day"},
-    "eval": {"base": {"backend": "hf", "model": "x/y"}},
-    "baselines": {"enabled": False},
-    "report": {"enabled": False},
-}
+from .conftest import small_config
 
 
 def _cfg(*overrides: str):
-    return validate(apply_overrides(BASE, list(overrides)))
+    return small_config(*overrides)
 
 
 def test_run_id_is_utc_time_and_git_sha() -> None:

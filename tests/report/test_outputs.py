@@ -105,7 +105,7 @@ def test_no_synthetic_notice_when_config_says_real_data(real_report):
 def test_a_rerun_writes_the_same_bytes(real_report):
     a, b = real_report
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 4 + 2 * 3  # reports + confusion, per stock, per year
+    assert len(files) == 4 + 1 + 2 * 3  # reports + the manifest of what it wrote + confusion, per stock, per year
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
 
