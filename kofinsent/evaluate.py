@@ -340,15 +340,6 @@ def _previous_run(cfg: EvalConfig, items: Sequence[dict[str, Any]],
     return records
 
 
-def can_resume(cfg: EvalConfig) -> bool:
-    """Whether ``evaluate`` with ``resume=True`` can go on from what ``cfg.out`` holds (nothing counts as yes)."""
-    try:
-        _previous_run(cfg, load_items(cfg.data, cfg.limit), truncate=False)
-    except (EvalConfigError, OSError, ValueError):
-        return False
-    return True
-
-
 def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress = _noop,
              started: float | None = None) -> dict[str, Any]:
     """Run the evaluation described by ``cfg`` and write ``cfg.out``: config.json, environment.json,

@@ -310,7 +310,7 @@ class Experiment:
     def evaluate(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         from tqdm import tqdm
 
-        from .evaluate import EvalConfig, can_resume, evaluate, progress_total
+        from .evaluate import EvalConfig, EvalConfigError, evaluate, progress_total
 
         spec = dict(spec)
         for key in ("model", "adapter", "data", "train"):
@@ -319,9 +319,12 @@ class Experiment:
         # A step cut off halfway left its predictions: go on from them (hours of scoring) unless they belong to
         # another config, whose directory is cleared like any other step's.
         cfg = EvalConfig(**{**spec, "out": str(self.dir / "eval" / name), "resume": True})
-        if not can_resume(cfg):
+        try:
+            total = progress_total(cfg)  # reads what is there; refuses another config's run
+        except EvalConfigError:
             self._fresh(f"eval/{name}")
-        with tqdm(total=progress_total(cfg), desc=f"eval {name}", unit="item", file=sys.stderr,
+            total = progress_total(cfg)
+        with tqdm(total=total, desc=f"eval {name}", unit="item", file=sys.stderr,
                   disable=not self.progress or None, leave=False) as bar:
             m = evaluate(cfg, progress=bar.update)
         return _headline(m)
@@ -379,19 +382,26 @@ def run_experiment(cfg: ExperimentConfig, runs_root: str | Path = "runs", resume
                    new: bool = False, log: Log | None = None, progress: bool = True) -> tuple[Path, list[StepResult]]:
     """Run ``cfg`` in ``resume`` (a run directory), else in the newest run of the same config under
     ``runs_root/<name>/`` (unless ``new``), else in a new ``runs_root/<name>/<id>/``. Returns the directory."""
-    root = Path(runs_root) / cfg.experiment.name
-    if resume is not None:
-        run_dir = Path(resume)
-        _check_resumable(run_dir)
-    else:
-        run_dir = None if new else find_resumable(root, cfg.sha256())
-        if run_dir is None:
+    run_dir = continued_run(cfg, runs_root, resume, new)
+    if run_dir is None:
+        root = Path(runs_root) / cfg.experiment.name
+        run_dir = root / new_run_id()
+        while run_dir.exists():  # two runs started in the same second
+            time.sleep(1)
             run_dir = root / new_run_id()
-            while run_dir.exists():  # two runs started in the same second
-                time.sleep(1)
-                run_dir = root / new_run_id()
     exp = Experiment(cfg, run_dir, log, progress)
     return run_dir, exp.run()
 
 
-__all__ = ["Experiment", "ExperimentError", "StepResult", "find_resumable", "new_run_id", "run_experiment"]
+def continued_run(cfg: ExperimentConfig, runs_root: str | Path = "runs", resume: str | Path | None = None,
+                  new: bool = False) -> Path | None:
+    """The run directory :func:`run_experiment` continues: ``resume`` (checked to be a kofinsent run), else the
+    newest run of the same config under ``runs_root/<name>/`` unless ``new``; None for a new run."""
+    if resume is not None:
+        _check_resumable(Path(resume))
+        return Path(resume)
+    return None if new else find_resumable(Path(runs_root) / cfg.experiment.name, cfg.sha256())
+
+
+__all__ = ["Experiment", "ExperimentError", "StepResult", "continued_run", "find_resumable", "new_run_id",
+           "run_experiment"]

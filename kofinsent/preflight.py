@@ -199,16 +199,13 @@ def done_steps(cfg: ExperimentConfig, runs_root: str | Path, resume: str | Path 
                new: bool = False) -> set[str]:
     """The steps ``run_experiment(cfg, runs_root, resume, new)`` would skip: those done in the run of this config it
     continues (none for a new run, or for a directory of another config, which the run refuses anyway)."""
-    from .experiment import find_resumable
+    from .experiment import ExperimentError, continued_run
     from .runs import read_json
 
-    if new:
-        return set()
-    run_dir = Path(resume) if resume is not None else find_resumable(Path(runs_root) / cfg.experiment.name,
-                                                                     cfg.sha256())
     try:
+        run_dir = continued_run(cfg, runs_root, resume, new)
         state = read_json(run_dir / "run.json") if run_dir is not None else {}
-    except (OSError, ValueError):
+    except (ExperimentError, OSError, ValueError):  # run_experiment itself reports a bad --resume
         return set()
     if state.get("config_sha256") != cfg.sha256():
         return set()
