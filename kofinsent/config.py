@@ -192,9 +192,10 @@ def _section_from_dataclass(cls: type, name: str, drop: set[str], extra: dict[st
 def _train_section() -> type[BaseModel]:
     from .train import TrainConfig
 
+    # seeds: one adapter per training seed, in train/NAME/seed<k>/ (see ExperimentConfig.train_runs)
     return _section_from_dataclass(
         TrainConfig, "TrainSection", {"out", "resume", "overwrite", "extra", "data"},
-        {"engine": (Literal["hf", "unsloth"], "hf"), "data": (str, TRAIN_SPLIT)})
+        {"engine": (Literal["hf", "unsloth"], "hf"), "data": (str, TRAIN_SPLIT), "seeds": (list[int] | None, None)})
 
 
 def _eval_section() -> type[BaseModel]:
@@ -243,14 +244,18 @@ class ExperimentConfig(_Strict):
         if self.crawl is not None and self.crawl.since > self.crawl.until:
             raise ValueError(f"crawl.since ({self.crawl.since}) is after crawl.until ({self.crawl.until})")
         for name, t in self.train.items():
-            _check_ref(self, f"train.{name}.model", t.model, own=f"train/{name}")
-            _check_ref(self, f"train.{name}.data", t.data, own=f"train/{name}")
-            _check_options(f"train.{name}", TrainConfig, {k: v for k, v in t.model_dump().items() if k != "engine"})
+            _check_seeds(name, t)
+            for key in ("model", "data"):
+                _check_ref(self, f"train.{name}.{key}", getattr(t, key), own=f"train/{name}")
+                _check_seed_ref(self, f"train.{name}.{key}", getattr(t, key), expands=False)
+            _check_options(f"train.{name}", TrainConfig,
+                           {k: v for k, v in t.model_dump().items() if k not in ("engine", "seeds")})
         for name, e in self.export.items():
-            if e.train is not None and e.train not in self.train:
-                raise ValueError(f"export.{name}.train = {e.train!r} names no [train.*] table")
+            if e.train is not None:
+                _check_export_train(self, name, e.train)
             if e.model is not None:
                 _check_ref(self, f"export.{name}.model", e.model, own=f"export/{name}")
+                _check_seed_ref(self, f"export.{name}.model", e.model, expands=False)
         for name, e in self.eval.items():
             if e.backend not in REGISTRY:
                 raise ValueError(f"eval.{name}.backend = {e.backend!r}: use one of {', '.join(REGISTRY)}")
@@ -260,43 +265,127 @@ class ExperimentConfig(_Strict):
                 for v in _as_list(getattr(e, key)):
                     if v is not None:
                         _check_ref(self, f"eval.{name}.{key}", v)
-        names = set(self.eval_runs()) | {f"baselines/{b}" for b in ("majority", "tfidf_kiwi", "tfidf_char")}
+                        # model and adapter may name a multi-seed train as a whole: the eval expands per seed
+                        _check_seed_ref(self, f"eval.{name}.{key}", v, expands=key in ("model", "adapter"))
+        names = (set(self.eval_runs()) | set(self.seed_groups())
+                 | {f"baselines/{b}" for b in ("majority", "tfidf_kiwi", "tfidf_char")})
         for a, b in self.compare.pairs:
             for x in (a, b):
                 if x not in names:
                     raise ValueError(f"compare.pairs names {x!r}, which is neither an eval run nor a baseline")
+        self.compare_pairs()  # a pair of two seed-expanded evals needs the same training seeds on both sides
         return self
+
+    def training_seeds(self, name: str) -> list[int]:
+        """The seeds ``[train.NAME]`` trains with: its ``seeds`` list, else ``[seed]``."""
+        t = self.train[name]
+        return list(t.seeds) if t.seeds is not None else [t.seed]
+
+    def multi_seed(self, name: str) -> bool:
+        """Whether ``[train.NAME]`` trains several adapters (``seeds`` with two or more entries): they go to
+        ``train/NAME/seed<k>/``; one seed (``seed = k`` or ``seeds = [k]``) keeps ``train/NAME/``."""
+        return name in self.train and len(self.training_seeds(name)) > 1
+
+    def train_runs(self) -> dict[str, tuple[str, int | None]]:
+        """Every training run, by its directory under ``train/``: ``NAME`` -> (NAME, None) for a single seed,
+        ``NAME/seed<k>`` -> (NAME, k) for each seed of a multi-seed table (one resumable step each)."""
+        from .training.seeds import seed_dir_name
+
+        out: dict[str, tuple[str, int | None]] = {}
+        for name in self.train:
+            if self.multi_seed(name):
+                out.update({f"{name}/{seed_dir_name(k)}": (name, k) for k in self.training_seeds(name)})
+            else:
+                out[name] = (name, None)
+        return out
 
     def eval_runs(self) -> dict[str, dict[str, Any]]:
         """Every evaluation to run, by directory name: list-valued ``model`` / ``shots`` expand to their grid
-        (``NAME-<model slug>-<k>shot``). Two runs that would share a directory are an error naming the table."""
+        (``NAME-<model slug>-<k>shot``), and a ``model`` or ``adapter`` that names a multi-seed ``[train.T]`` as a
+        whole (``@train/T/adapter``) expands to one run per training seed (``...-seed<k>``, reading
+        ``@train/T/seed<k>/adapter``). Two runs that would share a directory are an error naming the table."""
+        return self._expand_evals()[0]
+
+    def seed_groups(self) -> dict[str, dict[int, str]]:
+        """The eval runs that differ only by training seed: the name without ``-seed<k>`` -> {k: run name}."""
+        return self._expand_evals()[1]
+
+    def _expand_evals(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[int, str]]]:
         runs: dict[str, dict[str, Any]] = {}
+        groups: dict[str, dict[int, str]] = {}
         for name, e in self.eval.items():
             spec = e.model_dump()
             models, shots = _as_list(spec["model"]), _as_list(spec["shots"])
             for m, k in itertools.product(models, shots):
-                key = name
+                base = name
                 if len(models) > 1:
-                    key += "-" + _slug(m)
+                    base += "-" + _slug(m)
                 if len(shots) > 1:
-                    key += f"-{k}shot"
-                if key in runs:  # a dict would silently keep one of the two
-                    raise ValueError(f"eval.{name}: model {m!r} with {k} shots expands to the run name {key!r}, "
-                                     "which another eval run already has; rename a table or a model")
+                    base += f"-{k}shot"
                 train = spec["train"]
                 if train is None and spec["prompt"] == "kshot":
                     train = TRAIN_SPLIT
-                runs[key] = {**spec, "model": m, "shots": k, "train": train}
-        return runs
+                run = {**spec, "model": m, "shots": k, "train": train}
+                multi = sorted({t for ref in (m, spec["adapter"]) if (t := self._whole_multi_seed_train(ref))})
+                if len(multi) > 1:
+                    raise ValueError(f"eval.{name}: model {m!r} and adapter {spec['adapter']!r} name two multi-seed "
+                                     f"trains ({', '.join(f'train.{t}' for t in multi)}); name one seed of either, "
+                                     "e.g. '@train/NAME/seed0/adapter'")
+                seeds = self.training_seeds(multi[0]) if multi else [None]
+                for s in seeds:
+                    key = base if s is None else f"{base}-{_seed_suffix(s)}"
+                    if key in runs:  # a dict would silently keep one of the two
+                        raise ValueError(f"eval.{name}: model {m!r} with {k} shots expands to the run name {key!r}, "
+                                         "which another eval run already has; rename a table or a model")
+                    if s is None:
+                        runs[key] = run
+                        continue
+                    runs[key] = {**run, **{f: _seed_ref(run[f], multi[0], s) for f in ("model", "adapter")}}
+                    groups.setdefault(base, {})[s] = key
+        return runs, groups
+
+    def _whole_multi_seed_train(self, ref: str | None) -> str | None:
+        """T when ``ref`` is ``@train/T[/...]`` for a multi-seed ``[train.T]`` without naming one of its seeds."""
+        parts = _train_ref(ref)
+        if parts is None or not self.multi_seed(parts[0]):
+            return None
+        return None if len(parts) > 1 and _SEED_DIR.fullmatch(parts[1]) else parts[0]
+
+    def compare_pairs(self) -> list[tuple[str, str]]:
+        """``compare.pairs`` with seed-expanded evals paired seed by seed: a pair that names an eval which expands
+        per training seed (its name without ``-seed<k>``) stands for one pair per seed (``[lora, base]`` ->
+        ``[lora-seed0, base]``, ...); two such evals pair seed k with seed k, and must have the same seeds."""
+        runs, groups = self._expand_evals()
+        out: list[tuple[str, str]] = []
+        for a, b in self.compare.pairs:
+            ga = groups.get(a) if a not in runs else None
+            gb = groups.get(b) if b not in runs else None
+            if ga is None and gb is None:
+                out.append((a, b))
+            elif ga is not None and gb is not None:
+                if sorted(ga) != sorted(gb):
+                    raise ValueError(f"compare.pairs [{a!r}, {b!r}]: {a!r} expands over training seeds {sorted(ga)} "
+                                     f"and {b!r} over {sorted(gb)}; a seed-wise pair needs the same seeds (or name "
+                                     f"single runs such as {next(iter(ga.values()))!r})")
+                out += [(ga[s], gb[s]) for s in sorted(ga)]
+            elif ga is not None:
+                out += [(ga[s], b) for s in sorted(ga)]
+            else:
+                assert gb is not None
+                out += [(a, gb[s]) for s in sorted(gb)]
+        return out
 
     def seeds(self) -> dict[str, Any]:
+        train_seed = {run: s for group in self.seed_groups().values() for s, run in group.items()}
         return {
             "experiment": self.experiment.seed,
             "replay": self.replay.seed if self.replay else None,
             "dataset": self.dataset.seed,
             "models": {n: m.seed for n, m in self.models.items()},
-            "train": {n: t.seed for n, t in self.train.items()},
-            "eval": {n: {"seed": e["seed"], "fewshot_seeds": e["fewshot_seeds"] if e["prompt"] == "kshot" else None}
+            "train": {n: self.training_seeds(n) if self.multi_seed(n) else self.training_seeds(n)[0]
+                      for n in self.train},
+            "eval": {n: {"seed": e["seed"], "fewshot_seeds": e["fewshot_seeds"] if e["prompt"] == "kshot" else None,
+                         **({"train_seed": train_seed[n]} if n in train_seed else {})}
                      for n, e in self.eval_runs().items()},
             "baselines": self.baselines.seed,
         }
@@ -306,11 +395,101 @@ class ExperimentConfig(_Strict):
         return _drop_none(self.model_dump(mode="python"))
 
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        data = self.model_dump(mode="json")
+        for t in data.get("train", {}).values():
+            # keys added later hash, at their defaults, as the configs did before they existed
+            for key, default in _LATER_TRAIN_KEYS.items():
+                if key in t and t[key] == default:
+                    t.pop(key)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# [train.NAME] keys newer than the first configs, with the default that leaves them out of ExperimentConfig.sha256
+_LATER_TRAIN_KEYS: dict[str, Any] = {"seeds": None, "effective_batch_size": None, "packing": False,
+                                     "attn_implementation": "auto"}
 
 
 def _as_list(v: Any) -> list[Any]:
     return v if isinstance(v, list) else [v]
+
+
+_SEED_DIR = re.compile(r"seed(\d+)")  # train/NAME/seed<k>/: one training seed of a multi-seed [train.NAME]
+
+
+def _seed_suffix(seed: int) -> str:
+    from .training.seeds import seed_dir_name
+
+    return seed_dir_name(seed)
+
+
+def _train_ref(ref: Any) -> list[str] | None:
+    """``@train/T/a/b`` -> [T, a, b]; None for anything else."""
+    if not isinstance(ref, str) or not ref.startswith(REF + "train/"):
+        return None
+    parts = ref[len(REF + "train/"):].split("/")
+    return parts if parts[0] else None
+
+
+def _seed_ref(ref: str | None, train: str, seed: int) -> str | None:
+    """``@train/T/adapter`` -> ``@train/T/seed<k>/adapter`` when it names ``train`` as a whole; else unchanged."""
+    parts = _train_ref(ref)
+    if parts is None or parts[0] != train or (len(parts) > 1 and _SEED_DIR.fullmatch(parts[1])):
+        return ref
+    return "/".join([f"{REF}train", train, _seed_suffix(seed), *[p for p in parts[1:] if p]])
+
+
+def _check_seeds(name: str, t: Any) -> None:
+    if t.seeds is None:
+        return
+    if "seed" in t.model_fields_set:
+        raise ValueError(f"train.{name}: give train.{name}.seed or train.{name}.seeds, not both "
+                         f"(seed = {t.seed}, seeds = {t.seeds})")
+    if not t.seeds:
+        raise ValueError(f"train.{name}.seeds: give at least one seed")
+    if len(set(t.seeds)) != len(t.seeds):
+        raise ValueError(f"train.{name}.seeds = {t.seeds}: a seed is listed twice")
+    if any(s < 0 for s in t.seeds):
+        raise ValueError(f"train.{name}.seeds = {t.seeds}: seeds are >= 0")
+
+
+def _check_seed_ref(cfg: ExperimentConfig, key: str, value: str, expands: bool) -> None:
+    """An ``@train/T/...`` path and T's seeds: ``seed<k>`` must be one of a multi-seed T's seeds (and only a
+    multi-seed T has such directories); T as a whole is allowed only where the key expands per seed."""
+    parts = _train_ref(value)
+    if parts is None or parts[0] not in cfg.train:
+        return
+    t = parts[0]
+    seed = _SEED_DIR.fullmatch(parts[1]) if len(parts) > 1 else None
+    seeds = cfg.training_seeds(t)
+    if not cfg.multi_seed(t):
+        if seed is not None:
+            raise ValueError(f"{key} = {value!r}: [train.{t}] trains one seed, into @train/{t}/ (no seed<k>/ "
+                             "directories)")
+        return
+    if seed is not None:
+        if int(seed.group(1)) not in seeds or seed.group(1) != str(int(seed.group(1))):
+            raise ValueError(f"{key} = {value!r}: train.{t}.seeds = {seeds} has no {parts[1]}")
+        return
+    if not expands:
+        raise ValueError(f"{key} = {value!r}: [train.{t}] trains one run per seed (train.{t}.seeds = {seeds}); "
+                         f"name one of them, e.g. '@train/{t}/{_seed_suffix(seeds[0])}/{'/'.join(parts[1:])}'")
+
+
+def _check_export_train(cfg: ExperimentConfig, name: str, train: str) -> None:
+    """``export.NAME.train``: a [train.*] table, or ``T/seed<k>`` for one seed of a multi-seed table."""
+    t, _, sub = train.partition("/")
+    if t not in cfg.train:
+        raise ValueError(f"export.{name}.train = {train!r} names no [train.*] table")
+    seeds = cfg.training_seeds(t)
+    if not sub and cfg.multi_seed(t):
+        raise ValueError(f"export.{name}.train = {train!r}: [train.{t}] trains one run per seed (train.{t}.seeds = "
+                         f"{seeds}); export one of them: export.{name}.train = '{t}/{_seed_suffix(seeds[0])}'")
+    if sub:
+        m = _SEED_DIR.fullmatch(sub)
+        if not (cfg.multi_seed(t) and m and sub == _seed_suffix(int(m.group(1))) and int(m.group(1)) in seeds):
+            raise ValueError(f"export.{name}.train = {train!r}: use a [train.*] table name"
+                             + (f" or one of its seeds ({', '.join(f'{t}/{_seed_suffix(s)}' for s in seeds)})"
+                                if cfg.multi_seed(t) else ""))
 
 
 def _slug(model: str) -> str:

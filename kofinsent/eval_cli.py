@@ -10,7 +10,7 @@ import sys
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -41,7 +41,10 @@ def _print_metrics(m: dict) -> None:
     if acc is None:
         return
     lo, hi = m.get("accuracy_ci95") or (float("nan"), float("nan"))
-    line = f"n={m.get('n')} accuracy={acc:.3f} (95% CI {lo:.3f}-{hi:.3f})"
+    n = f"n={m.get('n')}"
+    if m.get("n_predictions", m.get("n")) != m.get("n"):  # several predictions per item: the interval is over items
+        n += f" items ({m['n_predictions']} predictions)"
+    line = f"{n} accuracy={acc:.3f} (95% CI {lo:.3f}-{hi:.3f})"
     for key in ("macro_f1", "mcc", "invalid_rate", "valid_json_rate", "mean_sentiment", "sentiment_variance",
                 "items_per_s"):
         if m.get(key) is not None:
@@ -49,28 +52,49 @@ def _print_metrics(m: dict) -> None:
     typer.echo(line)
 
 
+def _parse_batch_size(value: str | None) -> int | str | None:
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--batch-size must be a positive integer or auto, got {value!r}") from None
+
+
 def eval_command(
-    backend: Annotated[str, typer.Option("--backend", help="hf, llamacpp or ollama.")],
-    model: Annotated[str, typer.Option("--model", help="HF path or hub id; GGUF path; Ollama model name.")],
+    backend: Annotated[str, typer.Option("--backend", help="hf, llamacpp, ollama or openai (an OpenAI-compatible "
+                                                          "server; key from OPENAI_API_KEY).")],
+    model: Annotated[str, typer.Option("--model", help="HF path or hub id; GGUF path; Ollama or OpenAI-server "
+                                                      "model name.")],
     data: Annotated[Path, typer.Option("--data", help="Test split, DIR/test.jsonl.")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
     method: Annotated[str, typer.Option("--method", help="loglikelihood, generate or sentiment.")] = "loglikelihood",
     prompt: Annotated[str, typer.Option("--prompt", help="seed2shot, kshot or sentiment-json.")] = "seed2shot",
-    adapter: Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter dir (hf).")] = None,
+    adapter: Annotated[str | None, typer.Option("--adapter", help="PEFT adapter dir (hf).")] = None,
     load_in_8bit: Annotated[bool, typer.Option("--load-in-8bit", help="8-bit base weights (bitsandbytes).")] = False,
     load_in_4bit: Annotated[bool, typer.Option("--load-in-4bit", help="4-bit base weights (bitsandbytes).")] = False,
     dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, float16, bfloat16 (hf).")] = "auto",
-    train: Annotated[Optional[Path], typer.Option("--train", help="Train split for kshot examples.")] = None,
+    train: Annotated[Path | None, typer.Option("--train", help="Train split for kshot examples.")] = None,
     shots: Annotated[int, typer.Option("--shots", help="K for --prompt kshot (0, 5, 10, 50).")] = 0,
     fewshot_seeds: Annotated[str, typer.Option("--fewshot-seeds", help="Comma-separated seeds.")] = "1,2,3",
     iterations: Annotated[int, typer.Option("--iterations", help="Repeats per item (sentiment).")] = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
-    host: Annotated[Optional[str], typer.Option("--host", help="Ollama server URL.")] = None,
+    batch_size: Annotated[str | None, typer.Option(
+        "--batch-size", help="Rows per forward pass, or auto: batches by a token budget, longest first, the largest "
+                             "that fits (hf; found once by halving on CUDA out-of-memory and cached per model and "
+                             "device; llamacpp/ollama/openai: 16). Default: auto on CUDA, 16 on CPU.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Ollama server URL; openai: the API base, "
+                                                               "e.g. http://localhost:8000/v1.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Sentiment: schema (constrained) or free.")] = "schema",
+    concurrency: Annotated[int, typer.Option("--concurrency", help="openai: requests in flight at once.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed (sent with every request).")] = 0,
     no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Plain lm-eval-style path.")] = False,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N test items.")] = None,
+    n_gpu_layers: Annotated[int | None, typer.Option(
+        "--n-gpu-layers", help="llamacpp: layers offloaded to the GPU (-1 all, 0 none). Default: all when "
+                               "llama-cpp-python was built with GPU offload, else 0.")] = None,
+    n_ctx: Annotated[int | None, typer.Option("--n-ctx", help="llamacpp: context window in tokens. "
+                                                                  "Default: 8192 (seed 000's num_ctx).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N test items.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (same options); "
                                                           "a complete one is left as it is.")] = False,
@@ -90,8 +114,10 @@ def eval_command(
         cfg = EvalConfig(backend=backend, model=model, data=str(data), out=str(out), method=method, prompt=prompt,
                          adapter=adapter, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit, dtype=dtype,
                          train=str(train) if train else None, shots=shots, fewshot_seeds=seeds,
-                         iterations=iterations, batch_size=batch_size, host=host, format=fmt, seed=seed,
-                         prefix_cache=not no_prefix_cache, max_new_tokens=max_new_tokens, limit=limit,
+                         iterations=iterations, batch_size=_parse_batch_size(batch_size), host=host, format=fmt,
+                         concurrency=concurrency, seed=seed,
+                         prefix_cache=not no_prefix_cache, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx,
+                         max_new_tokens=max_new_tokens, limit=limit,
                          overwrite=overwrite, resume=resume)
         cfg.validate()
         complete = resume and (out / "metrics.json").is_file()  # evaluate() then returns its metrics as they are
@@ -128,7 +154,7 @@ def baseline_command(
 def compare_command(
     run_a: Annotated[Path, typer.Argument(help="First run directory.")],
     run_b: Annotated[Path, typer.Argument(help="Second run directory (same test items).")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write compare.json "
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write compare.json "
                                                                "(default: RUN_B/compare.json).")] = None,
 ) -> None:
     """Paired tests between two runs on the same items: McNemar; for sentiment runs Brown–Forsythe and Welch."""
@@ -144,9 +170,13 @@ def compare_command(
                                         for name in ("predictions.jsonl", "metrics.json")})
         result = compare_runs(run_a, run_b)
         write_json(path, result)
-        for key in ("n_paired", "mcnemar_p", "levene_p", "welch_p", "levene_p_holm", "welch_p_holm"):
+        for key in ("n_paired", "mcnemar_p", "mcnemar_midp", "accuracy_diff", "levene_p", "welch_p", "levene_p_holm",
+                    "welch_p_holm", "paired_wilcoxon_p", "paired_variance_wilcoxon_p"):
             if result.get(key) is not None:
                 typer.echo(f"{key} = {result[key]:.4g}")
+        if result.get("accuracy_diff_ci95"):
+            typer.echo("accuracy_diff 95% CI (paired bootstrap over items) = "
+                       "{:.4g} to {:.4g}".format(*result["accuracy_diff_ci95"]))
         typer.echo(f"-> {path}")
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .backends import Backend, GenOptions, get_backend
 from .prompts.direction import CONTINUATIONS, LABELS, DirectionPrompt, kshot, seed2shot
@@ -49,11 +49,14 @@ class EvalConfig:
     fewshot_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     balanced_shots: bool = True
     iterations: int = 1
-    batch_size: int = 16
+    batch_size: int | Literal["auto"] | None = None  # None: "auto" for hf on CUDA, else 16 (items_per_call)
     host: str | None = None
     format: str = "schema"          # sentiment: "schema" (format = the reply's JSON schema) or "free"
+    concurrency: int = 1            # openai: requests in flight at once (a batch is at least this many prompts)
     seed: int = 0
     prefix_cache: bool = True
+    n_gpu_layers: int | None = None  # llamacpp: layers on the GPU, -1 all; None: all when built with GPU offload
+    n_ctx: int | None = None         # llamacpp: context window in tokens; None: 8192 (seed 000's num_ctx)
     max_new_tokens: int | None = None  # default: 8 for generate, 1024 for sentiment
     temperature: float | None = None   # default: 0 (greedy) for generate, 0.2 for sentiment (seed 000)
     limit: int | None = None           # first N test items only (smoke runs)
@@ -73,13 +76,18 @@ class EvalConfig:
             raise EvalConfigError("--prompt kshot draws its examples from --train DIR/train.jsonl; none given")
         if self.prompt == "kshot" and not self.fewshot_seeds:
             raise EvalConfigError("--fewshot-seeds is empty")
-        if self.shots < 0 or self.iterations < 1 or self.batch_size < 1:
-            raise EvalConfigError(f"need --shots >= 0, --iterations >= 1, --batch-size >= 1; got {self.shots}, "
-                                  f"{self.iterations}, {self.batch_size}")
+        if self.batch_size is not None and self.batch_size != "auto" and (
+                isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise EvalConfigError(f"--batch-size must be an integer >= 1 or auto, got {self.batch_size!r}")
+        if self.shots < 0 or self.iterations < 1:
+            raise EvalConfigError(f"need --shots >= 0, --iterations >= 1; got {self.shots}, {self.iterations}")
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise EvalConfigError(f"--concurrency must be an integer >= 1, got {self.concurrency!r}")
         if self.resume and self.overwrite:
             raise EvalConfigError("--resume continues the run in --out and --overwrite replaces it: pass one")
         if self.format not in ("schema", "free"):
             raise EvalConfigError(f"--format must be schema or free, got {self.format!r}")
+        _backend_kwargs(self)  # an option the backend does not take (--n-ctx on ollama, ...)
         if check_files and not Path(self.data).is_file():
             raise EvalConfigError(f"--data {self.data} is not a file")
 
@@ -113,20 +121,59 @@ def progress_total(cfg: EvalConfig) -> int:
     return 0 if previous is None else n - len(previous)
 
 
+def _backend_kwargs(cfg: EvalConfig) -> dict[str, Any]:
+    from .backends.options import BackendOptionError, backend_kwargs
+
+    try:
+        return backend_kwargs(cfg.backend, cfg.model, host=cfg.host, seed=cfg.seed, format=cfg.format,
+                              concurrency=cfg.concurrency, n_gpu_layers=cfg.n_gpu_layers, n_ctx=cfg.n_ctx,
+                              adapter=cfg.adapter, load_in_8bit=cfg.load_in_8bit, load_in_4bit=cfg.load_in_4bit,
+                              dtype=cfg.dtype, batch_size=cfg.batch_size, prefix_cache=cfg.prefix_cache,
+                              scoring=cfg.method == "loglikelihood")
+    except BackendOptionError as e:
+        raise EvalConfigError(str(e)) from None
+
+
 def make_backend(cfg: EvalConfig) -> Backend:
-    kw: dict[str, Any] = {"model": cfg.model}
-    if cfg.backend == "hf":
-        kw.update(adapter=cfg.adapter, load_in_8bit=cfg.load_in_8bit, load_in_4bit=cfg.load_in_4bit,
-                  dtype=cfg.dtype, batch_size=cfg.batch_size, prefix_cache=cfg.prefix_cache)
-    elif cfg.adapter or cfg.load_in_8bit or cfg.load_in_4bit:
-        raise EvalConfigError(f"--adapter / --load-in-8bit / --load-in-4bit apply to --backend hf, not {cfg.backend}")
-    if cfg.backend == "llamacpp":
-        kw.update(seed=cfg.seed, prefix_cache=cfg.prefix_cache)
-    if cfg.backend == "ollama":
-        kw.update(seed=cfg.seed, format=cfg.format)
-        if cfg.host:
-            kw["host"] = cfg.host
-    return get_backend(cfg.backend, **kw)
+    """The backend ``cfg`` names, built by :func:`kofinsent.backends.options.backend_kwargs`."""
+    return get_backend(cfg.backend, **_backend_kwargs(cfg))
+
+
+def items_per_call(cfg: EvalConfig, backend: Backend | None, method: str) -> int:
+    """Items the evaluator passes per backend call (predictions are written after each): 256 titles for
+    log-likelihood and ``--batch-size`` prompts for generation; with ``--batch-size auto`` or no ``--batch-size``,
+    what the backend asks for (hf: :meth:`~kofinsent.backends.hf.HFBackend.items_per_call`, enough to fill a GPU's
+    token budget, and 16 prompts on a CPU by default), else 16: llamacpp, ollama and openai take one prompt at a time,
+    so "auto" there is 16."""
+    if isinstance(cfg.batch_size, int):
+        return 256 if method == "loglikelihood" else cfg.batch_size
+    hint = getattr(backend, "items_per_call", None)
+    return int(hint(method)) if callable(hint) else 256 if method == "loglikelihood" else 16
+
+
+def _batch_size(cfg: EvalConfig, backend: Backend | None = None) -> int:
+    """Prompts per generate call: :func:`items_per_call`, but never fewer than ``--concurrency`` requests in flight."""
+    return max(items_per_call(cfg, backend, "generate"), cfg.concurrency)
+
+
+def batching(cfg: EvalConfig, backend: Backend) -> dict[str, Any]:
+    """metrics.json's batching keys: ``batch_size`` (as run: an int or "auto"), ``token_budget`` (hf with "auto"),
+    ``rows_per_batch`` (mean rows per forward pass) and, for hf, ``batches`` and ``batching`` (per kind of pass)."""
+    report = getattr(backend, "batching", None)
+    if callable(report):
+        return dict(report())
+    return {"batch_size": cfg.batch_size if isinstance(cfg.batch_size, int) else 16, "token_budget": None,
+            "rows_per_batch": None}
+
+
+def _server_seconds(meta: object) -> float | None:
+    """A reply's server time: the backend's ``server_seconds`` (openai), else Ollama's ``total_duration`` (ns)."""
+    if not isinstance(meta, dict):
+        return None
+    seconds, ns = meta.get("server_seconds"), meta.get("total_duration")
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        return float(seconds)
+    return ns / 1e9 if isinstance(ns, (int, float)) and not isinstance(ns, bool) and ns else None
 
 
 def _batches(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
@@ -241,7 +288,7 @@ def run_sentiment(backend: Backend, items: Sequence[dict[str, Any]], options: Ge
             for it, chat, g in zip(part, chats, gens):
                 text = reply_text(g.text)
                 strict, lenient = parse_strict(text), parse_lenient(text)
-                server = g.meta.get("total_duration") if isinstance(g.meta, dict) else None
+                server = _server_seconds(g.meta)
                 batch.append({
                     "id": it["id"], "title": it["title"], "gold": it["label"], "iteration": it_no,
                     "seed": opts.seed, "context": chat, "raw": text, "valid": strict is not None,
@@ -251,7 +298,7 @@ def run_sentiment(backend: Backend, items: Sequence[dict[str, Any]], options: Ge
                     "reasoning": strict.reasoning if strict else None,
                     "pred": direction(strict) if strict else None,
                     "seconds": g.seconds,
-                    "server_seconds": server / 1e9 if isinstance(server, (int, float)) and server else None,
+                    "server_seconds": server,
                     "meta": g.meta,
                 })
             emit(batch)
@@ -269,7 +316,7 @@ def prompts_for(cfg: EvalConfig) -> list[DirectionPrompt]:
 
 
 # Where and how a run is written, not what it computes: a resumed run may differ from its start in these alone.
-_NOT_RUN_KEYS = ("out", "overwrite", "resume")
+_NOT_RUN_KEYS = ("out", "overwrite", "resume", "concurrency")
 
 
 def _run_config(cfg: EvalConfig, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -351,6 +398,7 @@ def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress
     the keys); an empty or absent ``cfg.out`` is a fresh run; a complete one (metrics.json there) returns its
     metrics and reruns nothing. The first invocation's config.json and environment.json are kept."""
     from . import metrics as M
+    from .evaluation.clusters import Bootstrap
 
     t_start = time.perf_counter() if started is None else started
     cfg.validate()
@@ -380,11 +428,12 @@ def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress
             run.append_predictions(batch)
 
         if cfg.method == "loglikelihood":
-            recs, secs = score_loglikelihood(backend, prompt, todo, progress, emit=emit)
+            recs, secs = score_loglikelihood(backend, prompt, todo, progress,
+                                             chunk=items_per_call(cfg, backend, "loglikelihood"), emit=emit)
         else:
             opts = GenOptions(max_new_tokens=cfg.max_new_tokens or 8, temperature=cfg.temperature or 0.0,
                               seed=cfg.seed)
-            recs, secs = run_generate(backend, prompt, todo, opts, cfg.batch_size, progress, emit=emit)
+            recs, secs = run_generate(backend, prompt, todo, opts, _batch_size(cfg, backend), progress, emit=emit)
         new += recs
         scoring_s += secs
     if cfg.method == "sentiment":
@@ -393,7 +442,7 @@ def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress
         temperature = 0.2 if cfg.temperature is None else cfg.temperature
         opts = GenOptions(max_new_tokens=cfg.max_new_tokens or 1024, temperature=temperature, seed=cfg.seed,
                           json_schema=json_schema() if cfg.format == "schema" else None)
-        new, scoring_s = run_sentiment(backend, items, opts, cfg.iterations, cfg.batch_size, progress,
+        new, scoring_s = run_sentiment(backend, items, opts, cfg.iterations, _batch_size(cfg, backend), progress,
                                        emit=run.append_predictions, done=done)
 
     records = previous + new
@@ -403,13 +452,16 @@ def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress
         if positions != sorted(positions):
             records.sort(key=lambda r: order[_unit(cfg, r)])
             run.write_predictions(records)
+    boot = Bootstrap(seed=cfg.seed)  # cluster intervals when an item has several predictions
     if cfg.method == "sentiment":
-        result = M.sentiment_metrics(records)
+        result = M.sentiment_metrics(records, boot)
     else:
-        result = M.classification_metrics([r["gold"] for r in records], [r["pred"] for r in records])
+        gold, ids = [r["gold"] for r in records], [r["id"] for r in records]
+        result = M.classification_metrics(gold, [r["pred"] for r in records], ids=ids, boot=boot)
         if cfg.method == "loglikelihood":
-            norm = M.classification_metrics([r["gold"] for r in records], [r["pred_norm"] for r in records])
-            result.update({f"{k}_norm": norm[k] for k in ("accuracy", "accuracy_ci95", "macro_f1", "mcc")})
+            norm = M.classification_metrics(gold, [r["pred_norm"] for r in records], ids=ids, boot=boot)
+            result.update({"accuracy_norm": norm["accuracy"], "accuracy_norm_ci95": norm["accuracy_ci95"],
+                           "macro_f1_norm": norm["macro_f1"], "mcc_norm": norm["mcc"]})
         if len(prompts) > 1:
             per_prompt = {}
             for p in prompts:
@@ -428,5 +480,6 @@ def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress
         "context_exceeded": getattr(backend, "context_exceeded", None),
         "backend": backend.identity(), "seeds": seeds,
     })
+    result.update(batching(cfg, backend))
     run.write_metrics(result)
     return result

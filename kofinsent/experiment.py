@@ -6,6 +6,10 @@ environment.json, run.json (which steps are done, with what), log.txt, and each 
     crawl/summary.json (+ forum.sqlite unless crawl.db points elsewhere)   dataset/   models/NAME/
     train/NAME/   export/NAME/   eval/NAME/   baselines/NAME/   compare/A__B.json
 
+``train.NAME.seeds = [0, 1, 2]`` trains one run per seed into train/NAME/seed<k>/ (one step each, so a rerun skips
+the finished seeds); evals of such a table run once per seed (eval/NAME-seed<k>/), see
+:meth:`kofinsent.config.ExperimentConfig.eval_runs`.
+
 A step is marked done in run.json only after its outputs are written, so a run killed anywhere and started again
 with the same command (same config and overrides) continues in the same directory: done steps are skipped, the
 step that was cut off is redone from scratch (the crawl resumes from its own cursor). Another config, or ``--new``,
@@ -145,12 +149,12 @@ class Experiment:
             out.append(("crawl", self.crawl))
         out.append(("dataset", self.dataset))
         out += [(f"models/{n}", lambda n=n: self.tiny_model(n)) for n in c.models]
-        out += [(f"train/{n}", lambda n=n: self.train(n)) for n in c.train]
+        out += [(f"train/{d}", lambda n=n, k=k: self.train(n, k)) for d, (n, k) in c.train_runs().items()]
         out += [(f"export/{n}", lambda n=n: self.export(n)) for n in c.export]
         out += [(f"eval/{n}", lambda n=n, s=s: self.evaluate(n, s)) for n, s in c.eval_runs().items()]
         if c.baselines.enabled:
             out.append(("baselines", self.baselines))
-        out += [(f"compare/{_pair_name(a, b)}", lambda a=a, b=b: self.compare(a, b)) for a, b in c.compare.pairs]
+        out += [(f"compare/{_pair_name(a, b)}", lambda a=a, b=b: self.compare(a, b)) for a, b in c.compare_pairs()]
         if c.report.enabled:
             out.append(("report", self.report))
         return out
@@ -287,16 +291,22 @@ class Experiment:
         make(out, tok, seed=m.seed, hidden=m.hidden, layers=m.layers, heads=m.heads, init_std=m.init_std)
         return {"arch": m.arch, "tokenizer_titles": len(titles), "vocab": len(tok)}
 
-    def train(self, name: str) -> dict[str, Any]:
+    def train(self, name: str, seed: int | None = None) -> dict[str, Any]:
+        """``[train.NAME]`` into train/NAME/, or one seed of a multi-seed table into train/NAME/seed<k>/."""
         from .train import TrainConfig, train_with
+        from .training.seeds import seed_dir_name
 
         spec = self.cfg.train[name].model_dump()
         engine = spec.pop("engine")
+        spec.pop("seeds")
         spec.update(model=self.path(spec["model"]), data=self.path(spec["data"]))
-        out = self._fresh(f"train/{name}")
+        sub = f"train/{name}"
+        if seed is not None:
+            spec["seed"], sub = seed, f"{sub}/{seed_dir_name(seed)}"
+        out = self._fresh(sub)
         metrics = train_with(engine, TrainConfig(**spec, out=str(out)))
         keep = ("global_step", "train_loss", "val_loss", "val_accuracy", "val_n")
-        return {k: metrics[k] for k in keep if k in metrics}
+        return {**({"seed": seed} if seed is not None else {}), **{k: metrics[k] for k in keep if k in metrics}}
 
     def export(self, name: str) -> dict[str, Any]:
         from .export import export_gguf
@@ -347,7 +357,8 @@ class Experiment:
         d = self.dir / "compare"
         d.mkdir(exist_ok=True)
         write_json(d / f"{_pair_name(a, b)}.json", {"a": a, "b": b, **res})
-        return {k: res[k] for k in ("n_paired", "mcnemar_p", "levene_p", "welch_p") if res.get(k) is not None}
+        return {k: res[k] for k in ("n_paired", "mcnemar_p", "mcnemar_midp", "levene_p", "welch_p")
+                if res.get(k) is not None}
 
     def report(self) -> dict[str, Any]:
         from .report import build_report

@@ -10,7 +10,11 @@ Invalid predictions (``None``, or anything not in ``labels``) are wrong answers,
 - ``macro_f1``: the invalid predictions become a third label ``"invalid"`` that is left out of the macro average
   (``f1_score(labels=labels)``): each one lowers its gold class's recall and adds a false positive to no class.
 - ``mcc``: scikit-learn's multiclass MCC (Gorodkin's R_K) over gold x {labels, invalid}; with no invalid prediction
-  it is the ordinary binary MCC.
+  it is the ordinary binary MCC; None where undefined (one gold class or one predicted class).
+
+``n`` counts test items. When an item has several predictions (few-shot seeds, sentiment iterations) the rates are
+over all predictions (``n_predictions``), intervals are cluster bootstraps over items and tests use one majority vote
+per item: see :mod:`kofinsent.evaluation.clusters`. metrics.json's ``inference`` records which was done.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from .evaluation.clusters import Bootstrap, Clusters, first_per_item, inference_note, ratio_ci, vote
 
 LABELS = ("[상승]", "[하락]")
 INVALID = "invalid"   # confusion column / F1 label of a prediction that is no label
@@ -66,52 +72,85 @@ def _confusion(gold: Sequence[str], tokens: Sequence[str], labels: Sequence[str]
     return {"rows": list(labels), "columns": columns, "matrix": matrix.tolist()}
 
 
-def classification_metrics(gold: Sequence[str], pred: Sequence[str | None],
-                           labels: Sequence[str] = LABELS) -> dict[str, Any]:
-    """Accuracy (Wilson 95%), macro-F1, MCC, confusion, invalid rate, binomial tests against 50% (two-sided) and
+def _mcc(gold: Sequence[str], tokens: Sequence[str]) -> float | None:
+    """MCC, or None where it is undefined (all gold labels or all predictions in one class: a zero denominator,
+    which scikit-learn reports as 0)."""
+    if len(set(gold)) < 2 or len(set(tokens)) < 2:
+        return None
+    from sklearn.metrics import matthews_corrcoef
+
+    return _num(matthews_corrcoef(gold, tokens))
+
+
+def classification_metrics(gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str] = LABELS,
+                           ids: Sequence[Any] | None = None, boot: Bootstrap | None = None) -> dict[str, Any]:
+    """Accuracy (95% interval), macro-F1, MCC, confusion, invalid rate, binomial tests against 50% (two-sided) and
     against the gold majority rate (one-sided, greater). See the module docstring for how invalid predictions count.
-    The majority label is the most frequent gold label, ties going to the first in ``labels``."""
+    The majority label is the most frequent gold label over items, ties going to the first in ``labels``.
+
+    ``ids``: the test item of each prediction. When some item has several (few-shot seeds, iterations), ``n``
+    counts items and ``n_predictions`` predictions; the rates stay means over all predictions, their intervals are
+    cluster bootstraps over items (``boot``) and the binomial tests use one majority-vote outcome per item (see
+    :mod:`kofinsent.evaluation.clusters`). Otherwise the numbers are the exact Wilson / binomial ones."""
     if len(gold) != len(pred):
         raise ValueError(f"gold and pred differ in length: {len(gold)} vs {len(pred)}")
+    if ids is not None and len(ids) != len(gold):
+        raise ValueError(f"ids and gold differ in length: {len(ids)} vs {len(gold)}")
     if unknown := set(gold) - set(labels):
         raise ValueError(f"gold labels {sorted(unknown)} are not in {list(labels)}")
-    from sklearn.metrics import f1_score, matthews_corrcoef
+    from sklearn.metrics import f1_score
 
-    n = len(gold)
+    boot = boot or Bootstrap()
+    clusters = Clusters.of(list(range(len(gold))) if ids is None else ids)
     tokens = [p if p in labels else INVALID for p in pred]
-    n_valid = sum(t != INVALID for t in tokens)
-    correct = sum(g == t for g, t in zip(gold, tokens))
-    counts = Counter(gold)
+    n_pred = len(gold)
+    ok = [g == t for g, t in zip(gold, tokens)]
+    valid = [t != INVALID for t in tokens]
+    correct, n_valid = sum(ok), sum(valid)
+    item_gold = first_per_item(clusters, gold)
+    n = clusters.n_items
+    counts = Counter(item_gold)
     majority = max(labels, key=lambda y: (counts[y], -list(labels).index(y)))
     majority_rate = _rate(counts[majority], n)
+    if clusters.repeated:
+        accuracy_ci, valid_ci = ratio_ci(clusters, ok, boot=boot), ratio_ci(clusters, ok, valid, boot)
+        voted = vote(clusters, tokens)
+        tested = sum(g == t for g, t in zip(item_gold, voted))
+    else:
+        accuracy_ci, valid_ci = wilson_ci(correct, n), wilson_ci(correct, n_valid)
+        tested = correct
 
-    with warnings.catch_warnings():  # undefined F1 / MCC on degenerate inputs: defined as 0 below, no noise
+    with warnings.catch_warnings():  # undefined F1 on degenerate inputs: defined as 0 below, no noise
         warnings.simplefilter("ignore")
         macro_f1 = f1_score(gold, tokens, labels=list(labels), average="macro", zero_division=0.0) if n else None
-        mcc = matthews_corrcoef(gold, tokens) if n else None
     return {
         "n": n,
+        "n_predictions": n_pred,
         "n_valid": n_valid,
-        "accuracy": _rate(correct, n),
-        "accuracy_ci95": wilson_ci(correct, n),
+        "accuracy": _rate(correct, n_pred),
+        "accuracy_ci95": accuracy_ci,
         "accuracy_valid": _rate(correct, n_valid),
-        "accuracy_valid_ci95": wilson_ci(correct, n_valid),
+        "accuracy_valid_ci95": valid_ci,
         "macro_f1": _num(macro_f1),
-        "mcc": _num(mcc),
+        "mcc": _mcc(gold, tokens),
         "confusion": _confusion(gold, tokens, labels, [INVALID]),
-        "invalid_rate": _rate(n - n_valid, n),
-        "binom_p_vs_chance": _binom_p(correct, n, 0.5),
+        "invalid_rate": _rate(n_pred - n_valid, n_pred),
+        "tested_correct": tested,  # items the binomial tests count as correct (majority vote when repeated)
+        "binom_p_vs_chance": _binom_p(tested, n, 0.5),
         "majority_label": majority if n else None,
         "majority_rate": majority_rate,
-        "binom_p_vs_majority": _binom_p(correct, n, majority_rate, "greater") if n else None,
+        "binom_p_vs_majority": _binom_p(tested, n, majority_rate, "greater") if n else None,
         "label_counts": {y: counts[y] for y in labels},
         "pred_counts": dict(Counter(tokens)),
+        "inference": inference_note(clusters, boot),
     }
 
 
 def mcnemar(gold: Sequence[str], pred_a: Sequence[str | None], pred_b: Sequence[str | None]) -> dict[str, Any]:
-    """McNemar's test on the correctness of two runs over the same items (invalid = wrong). Exact (binomial) when
-    the discordant pairs b + c < 25, else chi-square with continuity correction.
+    """McNemar's test on the correctness of two runs over the same items (invalid = wrong), one prediction per item
+    and run (compare_runs passes majority votes when a run has several). Exact (binomial) when the discordant pairs
+    b + c < 25, else chi-square with continuity correction; ``mcnemar_midp``: the exact test's mid-p
+    (2 * [P(X <= min(b, c)) - P(X = min(b, c)) / 2], X ~ Bin(b + c, 1/2); Fagerland et al. 2013), always given.
     ``mcnemar_b``: A right and B wrong; ``mcnemar_c``: A wrong and B right."""
     if not len(gold) == len(pred_a) == len(pred_b):
         raise ValueError("gold, pred_a and pred_b must have the same length")
@@ -125,8 +164,12 @@ def mcnemar(gold: Sequence[str], pred_a: Sequence[str | None], pred_b: Sequence[
     neither = len(gold) - both - b - c
     exact = b + c < 25
     res = sm_mcnemar([[both, b], [c, neither]], exact=exact, correction=True)
+    from scipy.stats import binom
+
+    midp = min(1.0, 2 * (binom.cdf(min(b, c), b + c, 0.5) - 0.5 * binom.pmf(min(b, c), b + c, 0.5)))
     return {
         "mcnemar_p": _num(res.pvalue),
+        "mcnemar_midp": _num(midp),
         "mcnemar_statistic": _num(res.statistic),
         "mcnemar_test": "exact" if exact else "chi2_corrected",
         "mcnemar_b": b,
@@ -175,23 +218,31 @@ def _lenient_ok(r: dict[str, Any]) -> bool:
     return parse_lenient(r.get("raw") or "") is not None
 
 
-def sentiment_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def sentiment_metrics(records: Sequence[dict[str, Any]], boot: Bootstrap | None = None) -> dict[str, Any]:
     """Seed 000's measures over per-(item, iteration) records (``id``, ``gold``, ``raw``, ``valid`` — strict —,
     ``sentiment``, ``confidence``, ``seconds``; optional ``server_seconds``, ``iteration``, ``lenient_valid``).
 
     Only strictly valid replies enter ``mean_sentiment``, ``mean_confidence``, ``sentiment_variance`` and the
     predicted direction. ``accuracy`` = correct / all replies (invalid and abstaining replies are wrong);
-    ``accuracy_decided`` = correct / valid replies with sentiment != 0. The Wilson intervals and binomial tests treat
-    replies as independent, which holds for one iteration; over several, the same item's replies are correlated
-    (``accuracy_by_iteration`` gives one accuracy per iteration).
+    ``accuracy_decided`` = correct / valid replies with sentiment != 0. ``n`` counts items and ``n_predictions``
+    replies; with several iterations the intervals are cluster bootstraps over items and the binomial tests use one
+    majority-vote outcome per item, as in :func:`classification_metrics`. ``sentiment_variance`` is the mean over
+    items of the variance across an item's iterations (run-to-run variance); ``sentiment_variance_pooled`` the
+    variance of all valid sentiments at once (mostly the spread between items).
     """
+    boot = boot or Bootstrap()
     n = len(records)
     gold = [r["gold"] for r in records]
+    ids = [r["id"] for r in records]
     tokens = [_direction(float(r["sentiment"])) if r["valid"] else INVALID for r in records]
-    cls = classification_metrics(gold, [t if t in LABELS else None for t in tokens])
+    cls = classification_metrics(gold, [t if t in LABELS else None for t in tokens], ids=ids, boot=boot)
     valid = [r for r in records if r["valid"]]
-    decided = [(g, t) for g, t in zip(gold, tokens) if t in LABELS]
-    correct_decided = sum(g == t for g, t in decided)
+    decided = [t in LABELS for t in tokens]
+    ok = [g == t for g, t in zip(gold, tokens)]
+    correct_decided, n_decided = sum(ok), sum(decided)  # a correct reply is a decided one
+    clusters = Clusters.of(ids)
+    decided_ci = (ratio_ci(clusters, ok, decided, boot) if clusters.repeated
+                  else wilson_ci(correct_decided, n_decided))
 
     by_item = _valid_by_item(records)
     item_vars = [v for xs in by_item.values() if (v := _var(xs)) is not None]
@@ -200,28 +251,28 @@ def sentiment_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     per_iteration: dict[Any, list[bool]] = defaultdict(list)
     for r, t in zip(records, tokens):
         per_iteration[r.get("iteration", 0)].append(r["gold"] == t)
-    replies_per_item = Counter(r["id"] for r in records)
+    replies_per_item = Counter(ids)
 
     return {
-        "n": n,
-        "n_items": len(replies_per_item),
-        "n_replies": n,
+        "n": cls["n"],
+        "n_predictions": n,
         "iterations": len(per_iteration) if all("iteration" in r for r in records)
         else max(replies_per_item.values(), default=0),
         "n_valid": len(valid),
-        "n_decided": len(decided),
+        "n_decided": n_decided,
         "valid_json_rate": _rate(len(valid), n),
         "lenient_json_rate": _rate(sum(_lenient_ok(r) for r in records), n),
         "invalid_rate": _rate(n - len(valid), n),
         "abstain_rate": _rate(tokens.count(ABSTAIN), n),
         "accuracy": cls["accuracy"],
         "accuracy_ci95": cls["accuracy_ci95"],
-        "accuracy_decided": _rate(correct_decided, len(decided)),
-        "accuracy_decided_ci95": wilson_ci(correct_decided, len(decided)),
+        "accuracy_decided": _rate(correct_decided, n_decided),
+        "accuracy_decided_ci95": decided_ci,
         "accuracy_by_iteration": [_rate(sum(ok), len(ok)) for _, ok in sorted(per_iteration.items())],
         "macro_f1": cls["macro_f1"],
         "mcc": cls["mcc"],
         "confusion": _confusion(gold, tokens, LABELS, [ABSTAIN, INVALID]),
+        "tested_correct": cls["tested_correct"],
         "binom_p_vs_chance": cls["binom_p_vs_chance"],
         "majority_label": cls["majority_label"],
         "majority_rate": cls["majority_rate"],
@@ -235,6 +286,7 @@ def sentiment_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "sentiment_variance_pooled": _var(sentiments),
         "seconds_per_sample": _mean([float(r["seconds"]) for r in records]),
         "server_seconds_per_sample": _mean(server),
+        "inference": cls["inference"],
     }
 
 
@@ -284,9 +336,24 @@ def compare_sentiment(a_records: Sequence[dict[str, Any]], b_records: Sequence[d
         "n_valid_a": len(xa), "n_valid_b": len(xb),
         "mean_sentiment_a": _mean(xa), "mean_sentiment_b": _mean(xb),
         "variance_a": _var(xa), "variance_b": _var(xb),
+        "item_variance_mean_a": _mean([_var(ia[i]) for i in var_ids]),
+        "item_variance_mean_b": _mean([_var(ib[i]) for i in var_ids]),
         "paired_items": len(ids), "paired_variance_items": len(var_ids),
+        "tests": SENTIMENT_TESTS,
     })
     return out
+
+
+# What each sentiment test in compare.json measures, for compare.json itself and the report.
+SENTIMENT_TESTS = {
+    "levene_p": "Brown-Forsythe (median-centred Levene) on the two runs' pooled valid sentiments (items x "
+                "iterations, treated as independent): spread between items more than run-to-run variance",
+    "welch_p": "Welch's t on the pooled valid sentiments (items x iterations, treated as independent)",
+    "paired_wilcoxon_p": "Wilcoxon signed-rank on the per-item mean sentiments, paired by item",
+    "paired_t_p": "paired t on the per-item mean sentiments",
+    "paired_variance_wilcoxon_p": "Wilcoxon signed-rank on the per-item variances across iterations, paired by "
+                                  "item (items with >= 2 valid replies in both runs): the run-to-run variance",
+}
 
 
 def seed_summary(values: Sequence[float]) -> dict[str, Any]:

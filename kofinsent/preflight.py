@@ -20,6 +20,7 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from .backends.ollama import DEFAULT_HOST as OLLAMA_HOST
+from .backends.openai import DEFAULT_HOST as OPENAI_HOST
 from .config import ExperimentConfig
 from .export import FLOAT_TYPES
 
@@ -52,7 +53,7 @@ BACKENDS: dict[str, BackendNeeds] = {
     "hf": BackendNeeds(),
     "llamacpp": BackendNeeds(("llama_cpp",)),
     "ollama": BackendNeeds(("ollama",), OLLAMA_HOST),
-    # a server backend is one line, e.g. "openai": BackendNeeds(server="http://localhost:8000"),
+    "openai": BackendNeeds(server=OPENAI_HOST),  # requests is a core dependency
 }
 # train engine -> packages (unsloth also needs CUDA, see requirements())
 ENGINES: dict[str, tuple[str, ...]] = {"hf": (), "unsloth": ("unsloth",)}
@@ -115,8 +116,8 @@ def requirements(cfg: ExperimentConfig, done: Collection[str] = ()) -> dict[Requ
         if step not in done:
             needs.setdefault(req, {})[step] = table
 
-    for name, t in cfg.train.items():
-        step, table = f"train/{name}", f"train.{name}"
+    for run, (name, _) in cfg.train_runs().items():  # a multi-seed table: one step per seed
+        t, step, table = cfg.train[name], f"train/{run}", f"train.{name}"
         if t.load_in_8bit or t.load_in_4bit:
             add(Module("bitsandbytes"), step, table)
         for module in ENGINES[t.engine]:
@@ -131,7 +132,7 @@ def requirements(cfg: ExperimentConfig, done: Collection[str] = ()) -> dict[Requ
             add(Module("llama_cpp"), step, table)
     for name, e in cfg.eval.items():
         backend, table = BACKENDS[e.backend], f"eval.{name}"
-        # the table's own steps: a list-valued model or shots expands to one step per combination
+        # the table's own steps: a list-valued model or shots (or a multi-seed train) expands to one step each
         for run in cfg.model_copy(update={"eval": {name: e}}).eval_runs():
             step = f"eval/{run}"
             if e.load_in_8bit or e.load_in_4bit:

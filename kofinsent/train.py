@@ -6,14 +6,15 @@ boundary by construction. ``loss="full"`` trains on every real token (as the see
 the prompt and keeps the label tokens and the EOS. Padding is masked by position (the collator knows which positions it
 added), never by token id: polyglot-ko's pad token *is* its EOS, and the real EOS must stay in the labels.
 
-Training runs on the HF ``Trainer`` with per-batch dynamic padding and length-grouped sampling, so ``accelerate
-launch`` runs it unchanged on several GPUs (``accelerate/ddp.yaml``, ``accelerate/fsdp.yaml``; under FSDP quantized
-base weights are refused and the adapter is gathered before it is saved, see ``docs/multi_gpu.md``). A run directory
-holds ``config.json`` (the resolved config and the sha256 of the training data), ``environment.json``,
-``checkpoint-*/`` (every ``save_steps``; ``resume`` continues from the latest), ``adapter/`` (PEFT format),
-``metrics.json`` (losses and the validation slice's log-likelihood accuracy, scored with
-:class:`~kofinsent.backends.hf.HFBackend` exactly as ``kofinsent eval`` scores) and, with ``merge``, ``merged/`` (the
-full model with the adapter folded in). ``--engine unsloth`` (:mod:`kofinsent.train_unsloth`) writes the same layout.
+Training runs on the HF ``Trainer`` with per-batch dynamic padding (or packed rows: :mod:`.training.collators`),
+length-grouped sampling and the micro-batch / accumulation of :mod:`.training.batching` (``batch_size="auto"``), so
+``accelerate launch`` runs it unchanged on several GPUs (``accelerate/ddp.yaml``, ``accelerate/fsdp.yaml``; under
+FSDP quantized base weights are refused and the adapter is gathered before it is saved, see ``docs/multi_gpu.md``). A
+run directory holds ``config.json`` (the resolved config, the sha256 of the training data, the ``batching`` used),
+``environment.json``, ``checkpoint-*/`` (every ``save_steps``; ``resume`` continues from the latest), ``adapter/``
+(PEFT format), ``metrics.json`` (losses and the validation slice's accuracy, scored as ``kofinsent eval`` scores:
+:mod:`.training.validation`) and, with ``merge``, ``merged/`` (the full model with the adapter folded in).
+``--engine unsloth`` (:mod:`kofinsent.train_unsloth`) writes the same layout.
 """
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .prompts.direction import LABELS, seed2shot
 from .runs import environment, read_json, read_jsonl, sha256_file, write_json
+from .training.collators import PadCollator
 
 LOSSES = ("full", "answer-only")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -61,8 +64,9 @@ class TrainConfig:
     lr: float = 2e-4
     epochs: float = 1.0
     max_steps: int | None = None  # overrides epochs when set
-    batch_size: int = 8
+    batch_size: int | Literal["auto"] = 8  # micro-batch per process; "auto": the largest that fits (training/batching)
     grad_accum: int = 1
+    effective_batch_size: int | None = None  # examples per optimizer step, all processes; sets the accumulation
     warmup_ratio: float = 0.03
     scheduler: str = "linear"
     weight_decay: float = 0.0
@@ -75,6 +79,8 @@ class TrainConfig:
     eval_steps: int | None = None  # also report the validation loss every N steps (accuracy is scored at the end)
     max_length: int | None = None  # truncate longer examples (from the left of the prompt); None: no limit
     gradient_checkpointing: bool = False
+    packing: bool = False  # padding-free micro-batches (training/collators.py)
+    attn_implementation: str = "auto"  # auto: flash_attention_2 where installed (CUDA, bf16/fp16), else sdpa
     precision: str = "auto"  # auto: bf16 (or fp16) on CUDA without quantization, fp32 otherwise
     resume: bool = False
     overwrite: bool = False
@@ -98,9 +104,14 @@ class TrainConfig:
             raise TrainError("--load-in-8bit does not work under FSDP (ACCELERATE_USE_FSDP is set: accelerate launch "
                              "with an FSDP config): bitsandbytes' 8-bit weights cannot be sharded; use "
                              "accelerate/ddp.yaml for 8-bit base weights on several GPUs, or drop --load-in-8bit")
-        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "save_steps", "logging_steps"):
+        for name in ("lora_r", "lora_alpha", "grad_accum", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        from .training.attention import check_attention
+        from .training.batching import check_batch_options
+
+        check_batch_options(self.batch_size, self.grad_accum, self.effective_batch_size)
+        check_attention(self.attn_implementation)
         if self.max_steps is not None and self.max_steps < 1:
             raise TrainError(f"--max-steps must be >= 1, got {self.max_steps}")
         if self.max_steps is None and not self.epochs > 0:
@@ -172,31 +183,6 @@ def encode_example(tokenizer: Any, title: str, label: str, loss: str = "full",
     return {"input_ids": ids, "labels": labels}
 
 
-class PadCollator:
-    """Pads each batch to its own longest example (right padding). Padded positions get attention 0 and label -100;
-    real tokens keep their labels whatever their id, so an EOS equal to the pad token is still trained on."""
-
-    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None) -> None:
-        self.pad_id = pad_id
-        self.multiple = pad_to_multiple_of
-
-    def __call__(self, features: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(f["input_ids"]) for f in features)
-        if self.multiple:
-            width = -(-width // self.multiple) * self.multiple
-        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(features), width), dtype=torch.long)
-        labels = torch.full((len(features), width), -100, dtype=torch.long)
-        for i, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[i, :n] = torch.tensor(f["input_ids"])
-            attn[i, :n] = 1
-            labels[i, :n] = torch.tensor(f["labels"])
-        return {"input_ids": ids, "attention_mask": attn, "labels": labels}
-
-
 # -- model -----------------------------------------------------------------------------------------------------------
 def _linear_paths(model: Any) -> list[str]:
     import torch
@@ -253,7 +239,10 @@ def load_model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, Any]]:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
 
+    from .training.attention import load_with_attention, used_attention
+
     cuda = torch.cuda.is_available()
+    precision = _precision(cfg, cuda)
     kwargs: dict[str, Any] = {}
     quant = "8bit" if cfg.load_in_8bit else "4bit" if cfg.load_in_4bit else None
     if quant:
@@ -275,13 +264,17 @@ def load_model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, Any]]:
         kwargs.update(quantization_config=qcfg, dtype=torch.float32 if not cuda else compute,
                       device_map={"": _local_rank() if cuda else "cpu"})
     else:
-        kwargs["dtype"] = torch.float32  # master weights in fp32; fp16/bf16 autocast comes from the Trainer
+        # bf16: frozen weights stored in bf16 (what autocast casts them to at every step; LoRA stays float32), else
+        # float32 (fp16 autocast; FSDP wants one dtype per unit)
+        kwargs["dtype"] = torch.bfloat16 if precision["bf16"] and not fsdp_active() else torch.float32
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
-    except (OSError, ValueError) as e:
+        model = load_with_attention(partial(transformers.AutoModelForCausalLM.from_pretrained, model_name),
+                                    cfg.attn_implementation, cuda, precision["bf16"] or precision["fp16"], **kwargs)
+    except (OSError, ValueError, ImportError) as e:
         raise TrainError(f"cannot load the model {model_name}: {e}") from e
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_cache = False  # never read in training; with a cache, packed examples would attend to each other
 
     targets = resolve_targets(model, cfg.target_modules)
     if quant:
@@ -294,6 +287,7 @@ def load_model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, Any]]:
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
     facts = {"quantization": quant, "target_modules": targets, "model_type": model.config.model_type,
+             "attn_implementation_used": used_attention(model), "base_dtype": str(kwargs["dtype"]).removeprefix("torch."),
              "trainable_params": trainable, "total_params": total, "cuda": cuda,
              "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     return model, tokenizer, facts
@@ -366,27 +360,6 @@ def prepare_out(cfg: TrainConfig, data_sha: str) -> Path | None:
     return None
 
 
-# -- validation ------------------------------------------------------------------------------------------------------
-def score_validation(base: str, adapter: Path, records: Sequence[dict[str, Any]], cfg: TrainConfig
-                     ) -> dict[str, Any]:
-    """Log-likelihood accuracy of base + adapter on ``records``, through the evaluator's HFBackend."""
-    from .backends.hf import HFBackend
-
-    if not records:
-        return {"val_n": 0, "val_accuracy": None}
-    backend = HFBackend(base, adapter=str(adapter), load_in_8bit=cfg.load_in_8bit, load_in_4bit=cfg.load_in_4bit,
-                        batch_size=max(1, cfg.batch_size))
-    prompt = seed2shot()
-    requests = [(prompt.context(r["title"]), " " + y) for r in records for y in LABELS]
-    scores = backend.loglikelihood(requests)
-    correct = 0
-    for i, r in enumerate(records):
-        pair = scores[2 * i: 2 * i + 2]
-        correct += LABELS[max(range(2), key=lambda j: pair[j])] == r["label"]
-    del backend
-    return {"val_n": len(records), "val_accuracy": correct / len(records)}
-
-
 # -- training --------------------------------------------------------------------------------------------------------
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on ``cfg.data``; writes the run directory and returns its metrics."""
@@ -412,17 +385,25 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_ds = [encode_example(tokenizer, r["title"], r["label"], cfg.loss, cfg.max_length) for r in train_recs]
     val_ds = [encode_example(tokenizer, r["title"], r["label"], cfg.loss, cfg.max_length) for r in val_recs]
     precision = _precision(cfg, facts["cuda"])
+    from .training.batching import plan_for_run
+    from .training.collators import make_collator
+
+    collator = make_collator(cfg.packing, tokenizer.pad_token_id, facts["attn_implementation_used"], model)
+    old = read_json(out / "config.json") if resume_from and (out / "config.json").is_file() else {}
+    plan = plan_for_run(cfg, model, train_ds, collator, facts, precision, old.get("batching"))  # resumed: its split
 
     resolved = {**asdict(cfg), "engine": "hf", "data_sha256": data_sha, "n_records": len(records),
                 "n_train": len(train_ds), "n_val": len(val_ds), "prompt": "seed2shot", **facts, **precision,
-                "train_sampling_strategy": "group_by_length", "padding": "dynamic (per batch, right)"}
+                "train_sampling_strategy": "group_by_length", "batching": plan.record(),
+                "padding": collator.description}
     if _is_main():
         write_json(out / "config.json", resolved)
         write_json(out / "environment.json", environment({"seed": cfg.seed}))
 
     args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        output_dir=str(out), per_device_train_batch_size=plan.micro_batch_size,
+        per_device_eval_batch_size=plan.micro_batch_size, gradient_accumulation_steps=plan.grad_accum_steps,
+        learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
         lr_scheduler_type=cfg.scheduler, warmup_steps=float(cfg.warmup_ratio),  # transformers 5: a float < 1 is a ratio
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps if cfg.max_steps is not None else -1, seed=cfg.seed, data_seed=cfg.seed,
@@ -434,10 +415,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         **precision,
     )
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds or None,
-                      data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                      data_collator=collator, processing_class=tokenizer,
                       callbacks=[log_callback(out / "trainer_log.jsonl")])
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    metrics = run_metrics(trainer, result, resume_from)
+    metrics = {**run_metrics(trainer, result, resume_from), **plan.summary(),
+               "attn_implementation_used": facts["attn_implementation_used"]}
     if val_ds:
         metrics["val_loss"] = trainer.evaluate()["eval_loss"]
     adapter_dir = out / "adapter"
@@ -447,6 +429,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     trainer.accelerator.wait_for_everyone()
     del trainer, model
     if _is_main():
+        from .training.validation import score_validation
+
         metrics.update(score_validation(cfg.model, adapter_dir, val_recs, cfg))
         if cfg.merge:
             metrics["merged"] = str(merge_adapter(cfg.model, adapter_dir, out / "merged"))

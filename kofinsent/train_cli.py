@@ -35,7 +35,9 @@ def train_command(
     data: Annotated[Path, typer.Option(
         "--data", help="hf: a training split, DIR/train.jsonl (title, label); unsloth: a ShareGPT file "
                        "(kofinsent dataset sharegpt).")],
-    out: Annotated[Path, typer.Option("--out", help="Run directory (adapter/, checkpoints, metrics.json).")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Run directory (adapter/, checkpoints, metrics.json); with several --seed, one DIR/seed<k>/ "
+                      "per seed.")],
     engine: Annotated[str, typer.Option(
         "--engine", help="hf (transformers + peft) or unsloth (Llama-3 chat recipe, 4-bit by default; CUDA only).")
     ] = "hf",
@@ -52,14 +54,22 @@ def train_command(
     epochs: Annotated[float, typer.Option("--epochs")] = 1.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps; overrides --epochs.")
                          ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Per device.")] = 8,
+    batch_size: Annotated[str, typer.Option(
+        "--batch-size", help="Micro-batch per device, or auto: the largest that fits (searched on CUDA and cached; at "
+                             "most 16 on a CPU), accumulating gradients to keep the effective batch.")] = "8",
     grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
+    effective_batch_size: Annotated[int | None, typer.Option(
+        "--effective-batch-size", help="Examples per optimizer step, all devices together; sets the accumulation "
+                                       "(default: batch size x --grad-accum x devices, auto counting as 8).")
+    ] = None,
     warmup_ratio: Annotated[float, typer.Option("--warmup-ratio")] = 0.03,
     scheduler: Annotated[str, typer.Option("--scheduler", help="linear, cosine, constant, ...")] = "linear",
     loss: Annotated[str | None, typer.Option(
         "--loss", help="full (every token, as the seed; the hf default) or answer-only (the only unsloth loss).")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[list[int] | None, typer.Option(
+        "--seed", help="Training seed (default 0). Repeat it to train one adapter per seed into --out/seed<k>/; a "
+                       "rerun skips the seeds already finished.")] = None,
     save_steps: Annotated[int, typer.Option("--save-steps", help="Checkpoint every N optimizer steps.")] = 100,
     logging_steps: Annotated[int, typer.Option("--logging-steps")] = 10,
     val_size: Annotated[int | None, typer.Option("--val-size", help="Held-out records (default 5%; 0: none).")
@@ -68,6 +78,12 @@ def train_command(
     max_length: Annotated[int | None, typer.Option(
         "--max-length", help="Truncate longer examples (unsloth: max_seq_length, default 2048).")] = None,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
+    packing: Annotated[bool, typer.Option(
+        "--packing", help="Padding-free micro-batches: examples end to end, position ids restarting per example "
+                          "(same loss as padded).")] = False,
+    attn_implementation: Annotated[str, typer.Option(
+        "--attn-implementation", help="auto (flash_attention_2 where installed, on CUDA in bf16/fp16; else sdpa), "
+                                      "sdpa, eager or flash_attention_2.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="auto, fp32, fp16, bf16 (fp16/bf16: CUDA only).")
                          ] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
@@ -75,35 +91,66 @@ def train_command(
     merge: Annotated[bool, typer.Option("--merge", help="Also save base + adapter merged to --out/merged.")] = False,
 ) -> None:
     """Fine-tune a causal LM with LoRA (hf: the seed 2-shot prompt; unsloth: a ShareGPT file with the llama-3 chat
-    template); writes the PEFT adapter to --out/adapter."""
+    template); writes the PEFT adapter to --out/adapter (several --seed: --out/seed<k>/adapter, one per seed)."""
     with _errors():
         _check_engine(engine, cuda=False)  # train_unsloth checks CUDA itself, after the options
         from .paths import refuse_output_over_input
-        from .train import TrainConfig, _is_main, train_with
+        from .train import TrainConfig, train_with
+        from .training.batching import parse_batch_size
+        from .training.seeds import seed_dir_name, train_seeds
 
         # --overwrite deletes the run's files in --out (config.json, ...) before the model loads: neither the data
         # nor a local base model may be there
         refuse_output_over_input(out, {"--data": data, "--model": model}, directory=True)
         targets = [t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None
+        seeds = list(seed or [0])
         cfg = TrainConfig(model=model, data=str(data), out=str(out), load_in_8bit=load_in_8bit,
                           load_in_4bit=load_in_4bit, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                          target_modules=targets, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                          grad_accum=grad_accum, warmup_ratio=warmup_ratio, scheduler=scheduler, loss=loss, seed=seed,
-                          save_steps=save_steps, logging_steps=logging_steps, val_size=val_size,
-                          eval_steps=eval_steps, max_length=max_length, gradient_checkpointing=gradient_checkpointing,
-                          precision=precision, resume=resume, overwrite=overwrite, merge=merge)
-        m = train_with(engine, cfg)
-        if not _is_main():  # under accelerate launch every rank returns; one report is enough
+                          target_modules=targets, lr=lr, epochs=epochs, max_steps=max_steps,
+                          batch_size=parse_batch_size(batch_size), grad_accum=grad_accum,
+                          effective_batch_size=effective_batch_size, warmup_ratio=warmup_ratio, scheduler=scheduler,
+                          loss=loss, seed=seeds[0], save_steps=save_steps, logging_steps=logging_steps,
+                          val_size=val_size, eval_steps=eval_steps, max_length=max_length,
+                          gradient_checkpointing=gradient_checkpointing, packing=packing,
+                          attn_implementation=attn_implementation, precision=precision, resume=resume,
+                          overwrite=overwrite, merge=merge)
+        if len(seeds) == 1:  # one seed: today's layout, adapter/ right in --out
+            _echo_run(train_with(engine, cfg), Path(out))
             return
-        line = f"steps={m.get('global_step')} train_loss={m.get('train_loss'):.4g}"
-        if m.get("val_loss") is not None:
-            line += f" val_loss={m['val_loss']:.4g}"
-        if m.get("val_accuracy") is not None:
-            line += f" val_accuracy={m['val_accuracy']:.3f} (n={m['val_n']})"
-        typer.echo(line)
-        typer.echo(f"-> {Path(out) / 'adapter'}")
-        if m.get("merged"):
-            typer.echo(f"-> {m['merged']}")
+        results = train_seeds(engine, cfg, seeds, log=typer.echo if _is_main() else None)
+        if not _is_main():
+            return
+        for k, m in results.items():
+            _echo_run(m, Path(out) / seed_dir_name(k), f"seed {k}: ")
+        accs = [m["val_accuracy"] for m in results.values() if m.get("val_accuracy") is not None]
+        if len(accs) == len(results):
+            from .metrics import seed_summary
+
+            s = seed_summary(accs)
+            typer.echo(f"val_accuracy over {s['n']} seeds: mean {s['mean']:.3f} ± sd {s['sd']:.3f} (ddof 1)")
+
+
+def _echo_run(m: dict, out: Path, prefix: str = "") -> None:
+    if not _is_main():  # under accelerate launch every rank returns; one report is enough
+        return
+    line = f"{prefix}steps={m.get('global_step')} train_loss={m.get('train_loss'):.4g}"
+    if m.get("val_loss") is not None:
+        line += f" val_loss={m['val_loss']:.4g}"
+    if m.get("val_accuracy") is not None:
+        line += f" val_accuracy={m['val_accuracy']:.3f} (n={m['val_n']})"
+    if m.get("micro_batch_size"):
+        line += (f" micro_batch={m['micro_batch_size']} x accumulation {m['grad_accum_steps']} "
+                 f"(effective {m['effective_batch_size']})")
+    typer.echo(line)
+    typer.echo(f"-> {out / 'adapter'}")
+    if m.get("merged"):
+        typer.echo(f"-> {m['merged']}")
+
+
+def _is_main() -> bool:
+    from .train import _is_main as is_main
+
+    return is_main()
 
 
 def register(app: typer.Typer) -> None:

@@ -69,6 +69,14 @@ def unsupported_options(cfg: TrainConfig) -> list[str]:
                    "train_on_responses_only; leave --loss out or pass --loss answer-only)")
     if cfg.precision == "fp32":
         out.append("--precision fp32 (Unsloth trains in fp16 or bf16; use auto, fp16 or bf16)")
+    if not isinstance(cfg.batch_size, int):
+        out.append("--batch-size auto (the micro-batch search is --engine hf's; give an integer)")
+    if cfg.effective_batch_size is not None:
+        out.append("--effective-batch-size (use --batch-size and --grad-accum)")
+    if cfg.packing:
+        out.append("--packing (the unsloth engine pads each batch; TRL's packing is not wired in)")
+    if cfg.attn_implementation != "auto":
+        out.append("--attn-implementation (Unsloth picks its own attention kernels)")
     return out
 
 

@@ -10,6 +10,7 @@ REGISTRY: dict[str, str] = {
     "hf": "kofinsent.backends.hf:HFBackend",
     "llamacpp": "kofinsent.backends.llamacpp:LlamaCppBackend",
     "ollama": "kofinsent.backends.ollama:OllamaBackend",
+    "openai": "kofinsent.backends.openai:OpenAIBackend",  # any OpenAI-compatible server (vLLM, llama.cpp, ...)
 }
 
 

@@ -11,6 +11,12 @@ so that consecutive ones share their longest common token prefix: llama.cpp keep
 Generation uses llama.cpp's own conventions (the GGUF's add-bos flag, its chat template for chat prompts) so that a
 GGUF run here behaves as it would under llama.cpp or Ollama; ``options.json_schema`` constrains decoding with a
 grammar built from the schema (:func:`json_grammar`), for text prompts and chats alike.
+
+Where it runs: ``n_gpu_layers`` layers are offloaded to the GPU; by default all of them (-1) when llama-cpp-python was
+built with GPU offload (CUDA, Metal, ...: ``llama_cpp.llama_supports_gpu_offload()``), else none (0).
+:meth:`LlamaCppBackend.identity` records the value, whether it was chosen or the default, and what the build
+supports. ``n_ctx`` defaults to 8192 tokens, seed 000's ``num_ctx``: the sentiment prompt with its five worked
+examples is ~3,500 tokens, more than llama.cpp's usual 2048.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import BackendError, Chat, GenOptions, Generation, MissingExtraError, Prompt
+from .base import BackendError, Chat, Generation, GenOptions, MissingExtraError, Prompt
 
 
 def _import_llama_cpp() -> Any:
@@ -43,6 +49,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+DEFAULT_N_CTX = 8192  # seed 000's num_ctx
+
+
 def move_whitespace(context: str, continuation: str) -> tuple[str, str]:
     """lm-eval's ``_encode_pair`` first step: the context's trailing whitespace moves to the continuation."""
     n_spaces = len(context) - len(context.rstrip())
@@ -56,22 +65,35 @@ class LlamaCppBackend:
 
     ``kv_f32`` keeps the KV cache in float32 (llama.cpp's default is f16): with it a f32 GGUF's scores match
     transformers to ~1e-5 instead of ~1e-2 on a small random model, at twice the cache memory (0.5 GiB for an 8B
-    model at n_ctx 2048). ``prefix_cache=False`` scores every request from an empty cache (the plain path the
-    cached one is checked against). ``n_threads`` (default: half the cores, llama-cpp-python's default) is used
-    for generation and for batch evaluation alike.
+    model at n_ctx 2048, 2 GiB at 8192). ``prefix_cache=False`` scores every request from an empty cache (the plain
+    path the cached one is checked against). ``n_threads`` (default: half the cores, llama-cpp-python's default) is
+    used for generation and for batch evaluation alike. ``n_gpu_layers`` (None: -1 = all when the build offloads to a
+    GPU, else 0) and ``n_ctx`` (default 8192): see the module docstring. ``logits_all=False`` keeps only the last
+    position's logits: generation works as before, :meth:`loglikelihood` is refused (the evaluator passes it for
+    generation-only runs; it saves n_ctx x n_vocab floats and their copy off the GPU for every prompt token).
     """
 
     name = "llamacpp"
     supports_loglikelihood = True
     supports_chat = True
 
-    def __init__(self, model: str, n_ctx: int = 2048, n_threads: int | None = None, n_batch: int = 512,
+    def __init__(self, model: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None, n_batch: int = 512,
                  seed: int = 0, chat_format: str | None = None, verbose: bool = False, *, kv_f32: bool = True,
-                 prefix_cache: bool = True) -> None:
+                 prefix_cache: bool = True, n_gpu_layers: int | None = None, logits_all: bool = True) -> None:
+        from .options import BackendOptionError, check_llamacpp_options
+
         llama_cpp = _import_llama_cpp()
+        try:
+            check_llamacpp_options(n_gpu_layers, n_ctx)
+        except BackendOptionError as e:
+            raise BackendError(f"llamacpp: {e}") from None
         self.path = Path(model)
         if not self.path.is_file():
             raise BackendError(f"llamacpp: GGUF file {str(self.path)!r} not found")
+        self.gpu_offload = bool(llama_cpp.llama_supports_gpu_offload())
+        self.n_gpu_layers_source = "set" if n_gpu_layers is not None else (
+            "default: the build offloads to a GPU" if self.gpu_offload else "default: a CPU-only build")
+        self.n_gpu_layers = n_gpu_layers if n_gpu_layers is not None else (-1 if self.gpu_offload else 0)
         kv = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if kv_f32 else {}
         threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
         try:
@@ -80,8 +102,8 @@ class LlamaCppBackend:
                 # there, and its thread barrier over cores that other work keeps busy stalls each decode (10-30x
                 # slower scoring measured on 2 busy cores).
                 model_path=str(self.path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                n_batch=n_batch, seed=seed,
-                chat_format=chat_format, logits_all=True, verbose=verbose, **kv)
+                n_batch=n_batch, seed=seed, n_gpu_layers=self.n_gpu_layers,
+                chat_format=chat_format, logits_all=logits_all, verbose=verbose, **kv)
         except (ValueError, RuntimeError) as e:  # llama-cpp-python's way of saying "could not load"
             raise BackendError(f"llamacpp: could not load {self.path}: {e}") from e
         # llama.cpp may round its context up (to 256); llama-cpp-python's token and logit buffers keep n_ctx rows.
@@ -89,6 +111,7 @@ class LlamaCppBackend:
         self.seed = seed
         self.kv_f32 = kv_f32
         self.prefix_cache = prefix_cache
+        self.logits_all = self.supports_loglikelihood = logits_all
         # The hf backend's rule: a tokenizer that adds BOS adds it (lm-eval's HFLM with the tokenizer's default).
         lm = self.llm._model  # llama-cpp-python exposes the vocabulary's add-bos flag only here
         self._bos = self.llm.token_bos() if self.llm.token_bos() >= 0 else self.llm.token_eos()
@@ -153,6 +176,9 @@ class LlamaCppBackend:
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """Sum of the continuation tokens' log-probs given the context, for each (context, continuation)."""
+        if not self.logits_all:
+            raise BackendError("llamacpp: this backend was loaded for generation only (logits_all=False), so it "
+                               "keeps no per-position logits to score; load it with logits_all=True")
         encoded = [self._request_tokens(c, x) for c, x in requests]
         # Token order puts requests sharing a context (the few-shot prefix, the same title) next to each other.
         order = sorted(range(len(encoded)), key=lambda i: encoded[i][0])
@@ -206,6 +232,8 @@ class LlamaCppBackend:
             "name": meta.get("general.name"), "file_type": _int_or_none(meta.get("general.file_type")),
             "chat_format": self.llm.chat_format, "n_ctx": self.n_ctx, "n_threads": self.llm.n_threads,
             "kv_cache": "f32" if self.kv_f32 else "f16",
+            "n_gpu_layers": self.n_gpu_layers, "n_gpu_layers_source": self.n_gpu_layers_source,
+            "gpu_offload_supported": self.gpu_offload, "logits_all": self.logits_all,
             "llama_cpp_python": self._version,
         }
 
@@ -249,4 +277,4 @@ def _int_or_none(v: Any) -> int | None:
         return None
 
 
-__all__ = ["LlamaCppBackend", "json_grammar", "move_whitespace"]
+__all__ = ["DEFAULT_N_CTX", "LlamaCppBackend", "json_grammar", "move_whitespace"]

@@ -19,13 +19,14 @@ from .. import __version__
 from . import clean
 from . import datasheet as ds
 from .errors import DatasetConfigError, EmptyDatasetError, MissingPricesError
-from .export import records_frame, staged_dir, write_jsonl, write_parquet
+from .export import records_frame, staged_dir, write_jsonl, write_parquet, write_returns
 from .labels import REASONS, RULES, PriceCalendar, coverage_gaps, label_posts
 from .sampling import SAMPLE_STREAM, SPLIT_STREAM, sample_per_label, sort_posts
 from .source import read_db, sha256_file
 from .splits import check_split_options, split_frame
 
 DATA_FILES = ("train.jsonl", "test.jsonl", "train.parquet", "test.parquet")
+RETURNS_FILE = "returns.jsonl"  # the price calendar: one line per stock and traded day (export.write_returns)
 
 
 def build_dataset(
@@ -148,6 +149,8 @@ def build_dataset(
                 write_parquet(part_records, stage / f"{part}.parquet")
                 for ext in ("jsonl", "parquet"):
                     files[f"{part}.{ext}"] = {"rows": int(mask.sum()), "sha256": sha256_file(stage / f"{part}.{ext}")}
+            n_returns = write_returns(calendar, stage / RETURNS_FILE)
+            files[RETURNS_FILE] = {"rows": n_returns, "sha256": sha256_file(stage / RETURNS_FILE)}
             sheet: ds.DatasheetDict = {
                 "datasheet_version": ds.DATASHEET_VERSION,
                 "kofinsent_version": __version__,
@@ -170,7 +173,7 @@ def build_dataset(
                 "counts": ds.counts(final, src.names),
                 "date_range": ds.date_ranges(final),
                 "prices": calendar.summary(),
-                "files": {k: files[k] for k in DATA_FILES},
+                "files": {k: files[k] for k in (*DATA_FILES, RETURNS_FILE)},
             }
             (stage / "datasheet.json").write_text(ds.to_json(sheet), encoding="utf-8", newline="\n")
             (stage / "datasheet.md").write_text(ds.to_markdown(sheet), encoding="utf-8", newline="\n")

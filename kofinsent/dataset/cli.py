@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -49,12 +49,12 @@ def build(
     split: Annotated[Split, typer.Option(help="random (the seed's) or chronological (latest posts in test)")]
         = Split.random,
     test_size: Annotated[float, typer.Option(help="test fraction (ignored with --cutoff)")] = 0.01,
-    cutoff: Annotated[Optional[str], typer.Option(help="chronological only: test = posts on/after this KST date "
+    cutoff: Annotated[str | None, typer.Option(help="chronological only: test = posts on/after this KST date "
                                                        "(YYYY-MM-DD)")] = None,
     seed: Annotated[int, typer.Option(help="seed for sampling and the random split")] = 42,
     dedupe: Annotated[bool, typer.Option("--dedupe", help="drop repeated titles within a stock (keeps the "
                                                           "earliest labelled post)")] = False,
-    relevance_filter: Annotated[Optional[Path], typer.Option(
+    relevance_filter: Annotated[Path | None, typer.Option(
         help="TOML/JSON rules that drop off-topic titles (politics, ads, ...), each rule's removals counted; "
              "example: kofinsent/dataset/relevance_example.toml")] = None,
     group_by_day: Annotated[bool, typer.Option("--group-by-day", help="keep each KST day's posts on one side of "
@@ -109,6 +109,70 @@ def sharegpt(
     except (DatasetError, OutputOverInputError, OSError) as e:
         _fail(e)
     typer.echo(f"wrote {out}: {n} conversations")
+
+
+class TeacherFormat(str, Enum):
+    schema = "schema"
+    free = "free"
+
+
+@app.command()
+def teacher(
+    backend: Annotated[str, typer.Option(help="the teacher's backend: openai (any OpenAI-compatible server; key from "
+                                              "OPENAI_API_KEY), ollama, llamacpp or hf (a model with a chat "
+                                              "template)")],
+    model: Annotated[str, typer.Option(help="model name on the server; GGUF path; HF path or hub id")],
+    data: Annotated[Path, typer.Option(help="a dataset JSONL, e.g. DIR/train.jsonl (id, title, name)")],
+    out: Annotated[Path, typer.Option(help="output folder: teacher.jsonl, sharegpt.jsonl, datasheet.json/.md, "
+                                           "teacher_config.json")],
+    host: Annotated[str | None, typer.Option(help="openai: the API base, e.g. http://localhost:8000/v1; ollama: "
+                                                  "the server URL")] = None,
+    max_attempts: Annotated[int, typer.Option(help="replies asked per record; an invalid one is asked again with "
+                                                   "the next seed")] = 3,
+    concurrency: Annotated[int | None, typer.Option(help="openai: requests in flight (default 4)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the first attempt; attempt k sends seed + k - 1")] = 0,
+    fmt: Annotated[TeacherFormat, typer.Option("--format", help="schema: the reply's JSON schema constrains "
+                                                                "decoding; free: it does not")] = TeacherFormat.schema,
+    temperature: Annotated[float, typer.Option(help="sampling temperature (seed 000: 0.2)")] = 0.2,
+    max_new_tokens: Annotated[int, typer.Option(help="reply length limit in tokens (seed 000: 1024)")] = 1024,
+    n_gpu_layers: Annotated[int | None, typer.Option(help="llamacpp: layers on the GPU (-1 all; default: all when "
+                                                          "built with GPU offload, else 0)")] = None,
+    n_ctx: Annotated[int | None, typer.Option(help="llamacpp: context window in tokens (default 8192)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="start over: delete this command's own files in "
+                                                                "--out first")] = False,
+    progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
+) -> None:
+    """Ask a teacher model for seed 000's JSON reply about each title (naming the stock); keep the strictly valid
+    ones. Resumable: the same command again goes on where it stopped."""
+    from ..backends.base import BackendError
+    from ..cli_errors import one_line_errors
+    from ..paths import OutputOverInputError
+    from .errors import DatasetError
+    from .teacher import TEACHER_FILE, TeacherConfig, run_teacher
+
+    cfg = TeacherConfig(backend=backend, model=model, data=str(data), out=str(out), host=host,
+                        max_attempts=max_attempts, concurrency=concurrency, seed=seed, format=fmt.value,
+                        temperature=temperature, max_new_tokens=max_new_tokens, n_gpu_layers=n_gpu_layers,
+                        n_ctx=n_ctx, overwrite=overwrite)
+    with one_line_errors(DatasetError, OutputOverInputError, OSError):
+        try:
+            sheet, new = run_teacher(cfg, progress=progress)
+        except BackendError as e:  # one line (``rate-limited:`` exit 3 keeps its own), then what is kept
+            prefix = getattr(e, "prefix", "error")
+            for line in str(e).splitlines() or [""]:
+                typer.echo(f"{prefix}: {line}", err=True)
+            path = out / TEACHER_FILE
+            done = sum(1 for _ in path.open(encoding="utf-8", errors="replace")) if path.is_file() else 0
+            if done:
+                typer.echo(f"{done} records are labelled in {path}; the same command (no --resume needed) goes on "
+                           "from there", err=True)
+            raise typer.Exit(getattr(e, "exit_code", 2)) from None
+    c, t = sheet["counts"], sheet["tokens"]
+    if new == 0:
+        typer.echo(f"{out}: all {c['records']} records were labelled already; nothing was requested")
+    typer.echo(f"wrote {out}: {c['accepted']} accepted ({c['accepted_after_retry']} after a retry), {c['dropped']} "
+               f"dropped; {t['prompt']} prompt + {t['completion']} completion tokens; see "
+               f"{Path(out) / 'datasheet.md'}")
 
 
 def main() -> None:  # pragma: no cover - `python -m kofinsent.dataset.cli`

@@ -190,7 +190,11 @@ def to_markdown(s: DatasheetDict) -> str:
           "`datasets.load_dataset(\"parquet\", data_files={\"train\": \"train.parquet\", \"test\": \"test.parquet\"})` "
           "to get every field exactly as written. `load_dataset(\"json\", ...)` works too, but pyarrow's type "
           "inference turns `posted_at` and `move_date` into naive **UTC** timestamps (a 08:00 KST post shows the "
-          "previous day): convert back, or read the JSONL with `json`/pandas.", ""]
+          "previous day): convert back, or read the JSONL with `json`/pandas.", "",
+          ("`returns.jsonl` is the price calendar the labels were made from: one line per stock and traded day of "
+           "the stored prices (code, date, close_prev, close, return = close / close_prev - 1; close_prev and return "
+           "are null on a stock's first stored bar). A record's `return` is the line of its (code, move_date); the "
+           "report reads the next session's return from it."), ""]
     return "\n".join(L)
 
 

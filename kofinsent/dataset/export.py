@@ -3,7 +3,8 @@
 Record keys, in this order: id ("<code>-<nid>"), code, name (null when the db has none), nid (string), posted_at
 (ISO 8601 with +09:00), title (normalised), label ("[상승]"/"[하락]"), rule, move_date ('YYYY-MM-DD', the session
 whose close made the label), close_prev, close (adjusted closes), return (close / close_prev - 1).
-Parquet holds the same columns with the same values (dates stay ISO strings).
+Parquet holds the same columns with the same values (dates stay ISO strings). returns.jsonl holds the price
+calendar the labels were made from: one line per stock and traded day (:func:`write_returns`).
 
 Reading them back: ``datasets.load_dataset("parquet", ...)`` returns the records exactly. ``load_dataset("json", ...)``
 also loads, but pyarrow's JSON type inference parses the ISO strings of ``posted_at`` and ``move_date`` into naive
@@ -17,12 +18,16 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ..paths import remove_file, remove_tree
+
+if TYPE_CHECKING:
+    from .labels import PriceCalendar
 
 COLUMNS = ("id", "code", "name", "nid", "posted_at", "title", "label", "rule", "move_date", "close_prev", "close",
            "return")
@@ -63,6 +68,29 @@ def write_jsonl(records: pd.DataFrame, path: Path, progress: bool = True) -> Non
                 rec["name"] = None
             f.write(json.dumps(rec, ensure_ascii=False))
             f.write("\n")
+
+
+RETURN_COLUMNS = ("code", "date", "close_prev", "close", "return")
+
+
+def write_returns(calendar: PriceCalendar, path: Path) -> int:
+    """returns.jsonl: one line per stock and traded day of the stored prices, sorted by (code, date), keys in
+    :data:`RETURN_COLUMNS` order: the same adjusted closes and ``return`` (close / close_prev - 1) the labels use, so
+    a test record's ``return`` equals the line of its (code, move_date). A stock's first stored bar has no previous
+    close: ``close_prev`` and ``return`` are null there. Returns the number of lines."""
+    bars = calendar.bars
+    days = np.datetime_as_string(bars["day"], unit="D")
+    n = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for i, code in enumerate(calendar.codes):
+            for j in range(int(calendar.start[i]), int(calendar.stop[i])):
+                prev, ret = float(bars["close_prev"][j]), float(bars["ret"][j])
+                rec = {"code": str(code), "date": str(days[j]), "close_prev": None if np.isnan(prev) else prev,
+                       "close": float(bars["close"][j]), "return": None if np.isnan(ret) else ret}
+                f.write(json.dumps(rec, ensure_ascii=False))
+                f.write("\n")
+                n += 1
+    return n
 
 
 def write_parquet(records: pd.DataFrame, path: Path) -> None:

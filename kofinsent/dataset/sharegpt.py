@@ -56,12 +56,22 @@ def gpt_reply(label: str, reply: str = "label", confidence: float = 1.0) -> str:
                       ensure_ascii=False)
 
 
-def conversation(title: str, label: str, reply: str = "label", confidence: float = 1.0) -> dict[str, object]:
+def sharegpt_record(system: str, human: str, gpt: str) -> dict[str, object]:
+    """One ShareGPT line (see the module docstring for the shape); the turns' texts go in exactly as given."""
     return {"conversations": [
-        {"value": system_prompt(reply), "from": "system"},
-        {"value": TITLE_PREFIX + title, "from": "human"},
-        {"value": gpt_reply(label, reply, confidence), "from": "gpt"},
+        {"value": system, "from": "system"},
+        {"value": human, "from": "human"},
+        {"value": gpt, "from": "gpt"},
     ]}
+
+
+def sharegpt_line(system: str, human: str, gpt: str) -> str:
+    """:func:`sharegpt_record` as one JSON line, without its newline (UTF-8 text kept as is)."""
+    return json.dumps(sharegpt_record(system, human, gpt), ensure_ascii=False)
+
+
+def conversation(title: str, label: str, reply: str = "label", confidence: float = 1.0) -> dict[str, object]:
+    return sharegpt_record(system_prompt(reply), TITLE_PREFIX + title, gpt_reply(label, reply, confidence))
 
 
 def export_sharegpt(data: str | Path, out: str | Path, reply: str = "label", confidence: float = 1.0) -> int:

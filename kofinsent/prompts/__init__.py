@@ -5,8 +5,8 @@ from .direction import CONTINUATIONS, INSTRUCTION, LABELS, SEED_EXAMPLES, Direct
 # prompts (every training and log-likelihood run) stays light.
 # ``sentiment.direction`` is exported as ``sentiment_direction``: the package attribute ``direction`` is the
 # ``direction`` submodule and must stay so.
-_SENTIMENT = ("SYSTEM_PROMPT", "EXAMPLES", "SentimentReply", "sentiment_chat", "json_schema", "parse_strict",
-              "parse_lenient", "sentiment_direction")
+_SENTIMENT = ("SYSTEM_PROMPT", "EXAMPLES", "SentimentReply", "sentiment_chat", "user_message", "json_schema",
+              "parse_strict", "check_strict", "parse_lenient", "sentiment_direction")
 
 
 def __getattr__(name: str):

@@ -58,8 +58,8 @@ EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
      {"reasoning": "The article reports earnings above expectations, which tends to lift investor confidence and "
                    "so is likely to push NVDA's share price higher.",
       "sentiment": 0.75, "confidence": 0.9}),
-    ("<article>Falling oil prices could weigh on NVDA: analysts expect the stock to drop 5% because of the "
-     "company's exposure to the energy sector.</article>",
+    (("<article>Falling oil prices could weigh on NVDA: analysts expect the stock to drop 5% because of the "
+     "company's exposure to the energy sector.</article>"),
      {"reasoning": "The article points to a possible negative effect of lower oil prices on NVDA's stock, which "
                    "could erode investor confidence.",
       "sentiment": -0.25, "confidence": 0.8}),
@@ -67,13 +67,13 @@ EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
      {"reasoning": "Despite the innovative product, missing the sales targets may draw a negative market reaction "
                    "and could lower the value of Apple's shares.",
       "sentiment": -0.5, "confidence": 0.6}),
-    ("<article>Boeing wins a $5 billion order for new aircraft from Emirates, pointing to strong future "
-     "revenue.</article>",
+    (("<article>Boeing wins a $5 billion order for new aircraft from Emirates, pointing to strong future "
+     "revenue.</article>"),
      {"reasoning": "A contract this large signals solid future revenue for Boeing and is likely to improve investor "
                    "sentiment and the value of its stock.",
       "sentiment": 0.85, "confidence": 0.9}),
-    ("Judge the sentiment toward Tesla's stock value in the article below:\n"
-     "<article>Tesla recalls 100,000 vehicles over safety concerns.</article>",
+    (("Judge the sentiment toward Tesla's stock value in the article below:\n"
+     "<article>Tesla recalls 100,000 vehicles over safety concerns.</article>"),
      {"reasoning": "A large safety recall may hurt Tesla's brand and is expected to weigh on investor confidence, so "
                    "the stock is likely to lose value.",
       "sentiment": -0.65, "confidence": 0.7}),
@@ -85,17 +85,29 @@ def reply_json(reply: dict[str, Any]) -> str:
     return json.dumps(reply, ensure_ascii=False, indent=2)
 
 
-def user_message(title: str) -> str:
-    return f"<article>{title}</article>"
+# Seed 000 asked about "the potential short-term stock value of {company_name}"; worded as the fifth worked example.
+NAMED_QUESTION = "Judge the sentiment toward the potential short-term stock value of {name} in the article below:\n"
 
 
-def sentiment_chat(title: str) -> Chat:
-    """``[system, (user, assistant) x 5, user(title)]`` — 12 messages."""
+def user_message(title: str, name: str | None = None) -> str:
+    """The item's user turn, written here only (the teacher, the evaluator and the fine-tuning data use it).
+
+    Without a stock name (``None`` or blank): ``<article>TITLE</article>``. With one, seed 000's question naming the
+    stock comes first, in the shape of the fifth worked example: :data:`NAMED_QUESTION` then the article."""
+    article = f"<article>{title}</article>"
+    if name is None or not str(name).strip():
+        return article
+    return NAMED_QUESTION.format(name=str(name).strip()) + article
+
+
+def sentiment_chat(title: str, name: str | None = None) -> Chat:
+    """``[system, (user, assistant) x 5, user(title)]`` — 12 messages; the last names the stock when ``name`` is
+    given (:func:`user_message`)."""
     chat: Chat = [{"role": "system", "content": SYSTEM_PROMPT}]
     for user, reply in EXAMPLES:
         chat.append({"role": "user", "content": user})
         chat.append({"role": "assistant", "content": reply_json(reply)})
-    chat.append({"role": "user", "content": user_message(title)})
+    chat.append({"role": "user", "content": user_message(title, name)})
     return chat
 
 
@@ -168,28 +180,48 @@ def _as_text(raw: str | bytes) -> str | None:
     return raw if isinstance(raw, str) else None
 
 
-def _validate(obj: Any) -> SentimentReply | None:
+def _check_object(obj: Any) -> tuple[SentimentReply | None, str | None]:
     if not isinstance(obj, dict):
-        return None
+        return None, f"not_object: a JSON {type(obj).__name__}, not an object"
     try:
         reply = SentimentReply.model_validate(obj)
-    except ValidationError:
-        return None
+    except ValidationError as e:
+        errors = e.errors()
+        shown = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'object'}: {err['msg']}" for err in errors[:3])
+        return None, f"schema: {shown}" + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
     # the only string that survives the model; a lone surrogate in it came from a "\udXXX" escape
-    return None if _SURROGATE.search(reply.reasoning) else reply
+    if _SURROGATE.search(reply.reasoning):
+        return None, "not_utf8: reasoning holds an escaped lone surrogate"
+    return reply, None
+
+
+def _validate(obj: Any) -> SentimentReply | None:
+    return _check_object(obj)[0]
+
+
+def check_strict(raw: str | bytes) -> tuple[SentimentReply | None, str | None]:
+    """:func:`parse_strict` with the reason: ``(reply, None)``, or ``(None, reason)`` where the reason is one line
+    that starts with its kind — ``empty``, ``not_utf8``, ``not_json``, ``not_object`` or ``schema`` — then ``: ``
+    and the detail. Never raises."""
+    text = _as_text(raw)
+    if text is None:
+        return None, f"not_json: a {type(raw).__name__}, not text"
+    if _NOT_UTF8.search(text):
+        return None, "not_utf8: the reply was not valid UTF-8"
+    if not text.strip():
+        return None, "empty: no text"
+    try:
+        obj = load_json(text)
+    except InvalidJSON as e:
+        return None, "not_json: " + " ".join(str(e).split())
+    return _check_object(obj)
 
 
 def parse_strict(raw: str | bytes) -> SentimentReply | None:
     """The reply exactly as sent must be one JSON object pydantic accepts (surrounding whitespace is fine: it is
     valid JSON). Fences, prose, out-of-range values, missing or extra keys, duplicate keys, NaN, text that was not
     UTF-8 -> None. Never raises."""
-    text = _as_text(raw)
-    if text is None or _NOT_UTF8.search(text):
-        return None
-    try:
-        return _validate(load_json(text))
-    except InvalidJSON:
-        return None
+    return check_strict(raw)[0]
 
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)

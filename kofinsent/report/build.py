@@ -25,12 +25,15 @@ from ..paths import (
     remove_file,
 )
 from ..runs import dumps, write_json
+from .analysis import analysis_tables, per_stock_examples, returns_notes, stock_examples_table
 from .cite import Text
 from .collect import Run, Step, load_runs
 from .examples import TITLE_CHARS, examples_table
 from .figures import Figure, make_figures
-from .methods import methods
-from .tables import Table, compare_table, kshot_table, main_table, sentiment_table
+from .methods import methods, report_statistics
+from .paired import Family, paired_tables
+from .tables import Table, kshot_table, main_table, sentiment_table
+from .train_seeds import train_seed_table
 
 DEFAULT_EXAMPLES = 5
 OUTPUTS = ("report.md", "report.tex", "report.html", "report.json")
@@ -120,11 +123,19 @@ def assemble(run_dirs: list[str | Path], title: str | None = None, examples: int
     """Read the runs and lay out the report's content (no files written; figures come in :func:`build_report`)."""
     runs = load_runs(list(run_dirs))
     steps = [s for r in runs for s in r.steps]
-    tables = [t for t in (main_table(steps), kshot_table(steps), sentiment_table(steps), compare_table(runs)) if t]
+    tables = [t for t in (main_table(steps), kshot_table(steps), train_seed_table(steps), sentiment_table(steps))
+              if t]
+    family = Family(runs)  # Holm over every paired test the report shows
+    tables += paired_tables(runs, family) + analysis_tables(steps)
     n_examples = _examples(runs, examples)
-    ex = [t for i, s in enumerate(steps, 1) if (t := examples_table(s, n_examples, i)) is not None]
-    return Report(_title(runs, title), runs, [(r.label, methods(r)) for r in runs], tables, ex,
-                  notes=[n for r in runs for n in r.notes])
+    ex = [t for i, s in enumerate(steps, 1)
+          for t in (examples_table(s, n_examples, i),
+                    stock_examples_table(s, per_stock_examples(n_examples), i) if n_examples else None)
+          if t is not None]
+    stats = report_statistics({t.id for t in tables}, family)
+    return Report(_title(runs, title), runs,
+                  [(r.label, methods(r)) for r in runs] + ([("Statistics (all runs)", stats)] if stats else []),
+                  tables, ex, notes=[n for r in runs for n in r.notes] + returns_notes(runs, steps))
 
 
 def _is_report_file(rel: object) -> bool:

@@ -53,6 +53,28 @@ class Src:
 
 
 @dataclass(frozen=True)
+class Derived(Src):
+    """A number computed from whole files by a function of :mod:`kofinsent.evaluation.analysis` (``derive`` names
+    it): ``inputs`` maps the function's file arguments (``records``: a predictions.jsonl; ``items``: the test records
+    it was joined with, by id; ``returns``: a returns.jsonl) to files relative to the run (or absolute), ``params``
+    holds its other arguments (``boot``: ``{"resamples", "seed"}`` of a bootstrap), and ``key`` is the path into the
+    function's result. ``derive="holm"``: ``params["family"]`` lists the sources of the p-values adjusted together
+    (statsmodels ``multipletests(method="holm")``) and ``key`` is ``[position in the family]``; ``"family_size"``:
+    the number of p-values in that family."""
+
+    inputs: tuple[tuple[str, str], ...] = ()
+    params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "inputs": dict(self.inputs), "params": self.params}
+
+
+def derived(value: Any, fmt: str, src: Derived) -> Num | None:
+    """A Num for a computed value, or None when it is undefined (printed "n/a")."""
+    return Num(value, fmt, src) if _is_number(value) else None
+
+
+@dataclass(frozen=True)
 class Num:
     value: float | int
     fmt: str

@@ -20,6 +20,7 @@ from .cite import Source
 
 BARE_MARKERS = ("config.json", "metrics.json", "predictions.jsonl")
 BASELINES = ("majority", "tfidf_kiwi", "tfidf_char")
+RETURNS = "returns.jsonl"  # the dataset's price calendar (kofinsent.dataset.export.write_returns)
 # Prediction fields the report uses; the rest (prompts, chats, raw replies) is dropped on reading to save memory.
 KEEP = ("id", "title", "gold", "pred", "valid", "loglik", "prob_up", "sentiment", "confidence", "fewshot_seed",
         "iteration", "output")
@@ -166,6 +167,8 @@ class Run:
     steps: list[Step] = field(default_factory=list)
     compares: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (file relative to run, data)
     notes: list[str] = field(default_factory=list)
+    returns: list[dict[str, Any]] | None = None    # the dataset's returns.jsonl (price calendar), when there is one
+    returns_file: str | None = None                # where returns came from, relative to the run (or absolute)
 
     @property
     def synthetic(self) -> bool:
@@ -215,6 +218,26 @@ def _eval_dirs(root: Path) -> list[str]:
     return sorted(found)
 
 
+def _for_seed(config: dict[str, Any], name: str, table: dict[str, Any]) -> dict[str, Any]:
+    """[eval.X] as it ran for the step ``X-seed<k>``: a ``model`` / ``adapter`` that names a multi-seed [train.T] as a
+    whole (``@train/T/adapter``) names its ``seed<k>`` run (``@train/T/seed<k>/adapter``), as the runner resolved it."""
+    m = re.search(r"-(seed\d+)$", name)
+    if m is None or not table:
+        return table
+    trains = config.get("train", {})
+
+    def one(v: Any) -> Any:
+        parts = v[len("@train/"):].split("/") if isinstance(v, str) and v.startswith("@train/") else None
+        t = trains.get(parts[0]) if parts else None
+        if not (isinstance(t, dict) and isinstance(t.get("seeds"), list) and len(t["seeds"]) > 1) or (
+                len(parts) > 1 and re.fullmatch(r"seed\d+", parts[1])):
+            return v
+        return "/".join(["@train", parts[0], m.group(1), *[p for p in parts[1:] if p]])
+
+    return {**table, **{k: [one(x) for x in v] if isinstance(v, list) else one(v)
+                        for k, v in table.items() if k in ("model", "adapter")}}
+
+
 def _eval_table(evals: dict[str, Any], name: str) -> dict[str, Any]:
     """The [eval.<key>] table a step came from: its own name, or the longest key it was expanded from
     ("finetuned-llama3_ft-q4_k_m" from [eval.finetuned], "kshot/5" from [eval.kshot])."""
@@ -231,6 +254,27 @@ def _test_items(path: Path) -> dict[str, dict[str, Any]]:
         raise ReportError(str(e)) from None
 
 
+def _returns(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [r for r in read_jsonl(path) if isinstance(r, dict)]
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+
+
+def _sibling_returns(data: Path, data_sha256: str) -> str | None:
+    """A bare run's returns.jsonl: the one next to its test file, only when that folder's datasheet.json lists both
+    files with the hashes they have now (the same dataset build); else None."""
+    ret, sheet = data.parent / RETURNS, data.parent / "datasheet.json"
+    if not (ret.is_file() and sheet.is_file()):
+        return None
+    try:
+        files = json.loads(sheet.read_text(encoding="utf-8")).get("files") or {}
+        ok = (files[data.name]["sha256"] == data_sha256 and files[RETURNS]["sha256"] == sha256_file(ret))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return str(ret) if ok else None
+
+
 def _experiment(path: Path, given: str) -> Run:
     config = read_toml_file(path / "config.toml") if (path / "config.toml").is_file() else {}
     run_json = read_json_file(path / "run.json") if (path / "run.json").is_file() else {}
@@ -242,17 +286,24 @@ def _experiment(path: Path, given: str) -> Run:
     has_test = (ds / "test.jsonl").is_file()
     run = Run(path, label, "experiment", config, env, run_json, datasheet,
               _test_items(ds / "test.jsonl") if has_test else None, "dataset/test.jsonl" if has_test else None)
+    if (ds / RETURNS).is_file():
+        run.returns, run.returns_file = _returns(ds / RETURNS), f"dataset/{RETURNS}"
 
     if (path / "train").is_dir():
         for n in _ordered([d.name for d in (path / "train").iterdir() if d.is_dir()], list(config.get("train", {}))):
-            d = path / "train" / n
-            cfg = read_json_file(d / "config.json") if (d / "config.json").is_file() else {}
-            met = read_json_file(d / "metrics.json") if (d / "metrics.json").is_file() else {}
-            run.trains.append(Train(n, f"train/{n}", cfg, met))
+            seeds = [] if (path / "train" / n / "config.json").is_file() else sorted(
+                (s.name for s in (path / "train" / n).iterdir() if s.is_dir() and re.fullmatch(r"seed\d+", s.name)),
+                key=_natural)
+            for t in [f"{n}/{s}" for s in seeds] or [n]:  # a multi-seed [train.n]: one run per train/n/seed<k>/
+                d = path / "train" / t
+                cfg = read_json_file(d / "config.json") if (d / "config.json").is_file() else {}
+                met = read_json_file(d / "metrics.json") if (d / "metrics.json").is_file() else {}
+                run.trains.append(Train(t, f"train/{t}", cfg, met))
     evals = config.get("eval", {})
     if (path / "eval").is_dir():
         for n in _ordered(_eval_dirs(path / "eval"), list(evals)):
-            step = _read_step(run, "eval", n, f"eval/{n}", path / "eval" / n, _eval_table(evals, n))
+            step = _read_step(run, "eval", n, f"eval/{n}", path / "eval" / n,
+                              _for_seed(config, n, _eval_table(evals, n)))
             if step:
                 run.steps.append(step)
     if (path / "baselines").is_dir():
@@ -287,6 +338,8 @@ def _bare(path: Path, given: str) -> Run:
     want = step.config.get("data_sha256") or step.config.get("test_sha256")
     if data and want and Path(data).is_file() and sha256_file(data) == want:
         run.test_items, run.test_file = _test_items(Path(data)), str(data)
+        run.returns_file = _sibling_returns(Path(data), str(want))
+        run.returns = _returns(Path(run.returns_file)) if run.returns_file else None
     elif data:
         run.notes.append(f"{run.label}: test file {data} is missing or changed since the run; "
                          "no per-stock / per-year figures for it")

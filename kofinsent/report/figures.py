@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..metrics import wilson_ci
 from .collect import Run, Step
 from .escape import slug
 
@@ -149,21 +148,19 @@ def confusion(step: Step, name: str, out: Path, synthetic: bool) -> Figure | Non
 
 # -- accuracy per stock / per year ---------------------------------------------------------------------------------
 def group_accuracy(step: Step, items: dict[str, dict[str, Any]], field_: str) -> dict[str, dict[str, Any]]:
-    """Accuracy with its Wilson 95% interval per group (stock code or year of posted_at) from predictions joined
-    to the test records by id. k-shot and sentiment runs pool their seeds / iterations, as metrics.json does."""
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in step.predictions or []:
-        item = items.get(str(r.get("id")))
-        if item is None or not item.get(field_):
-            continue
-        key = str(item[field_])[:4] if field_ == "posted_at" else str(item[field_])
-        counts[key][0] += r.get("pred") == r.get("gold")
-        counts[key][1] += 1
-    return {g: {"correct": k, "n": n, "accuracy": k / n, "ci95": wilson_ci(k, n)}
-            for g, (k, n) in sorted(counts.items())}
+    """Accuracy with its 95% interval per group (stock code, or year of posted_at) from predictions joined to the
+    test records by id: :func:`kofinsent.report.analysis.groups` (Wilson when the run has one prediction per item,
+    else the cluster bootstrap over the group's items), shared with the per-stock / per-year tables."""
+    from .analysis import groups
+
+    got = groups(step, "year" if field_ == "posted_at" else field_) if items is step.run.test_items else None
+    return got[0] if got else {}
 
 
 def accuracy_by(steps: list[Step], field_: str, out: Path, synthetic: bool) -> Figure | None:
+    from .analysis import groups as step_groups
+
+    by = "year" if field_ == "posted_at" else field_
     joined = [(s, group_accuracy(s, s.run.test_items or {}, field_)) for s in steps
               if s.kind == "eval" and s.predictions and s.run.test_items]
     joined = [(s, g) for s, g in joined if g]
@@ -184,22 +181,23 @@ def accuracy_by(steps: list[Step], field_: str, out: Path, synthetic: bool) -> F
     for i, (s, acc) in enumerate(joined):
         xs = [j + (i - (len(joined) - 1) / 2) * width for j, g in enumerate(groups) if g in acc]
         ys = [100 * acc[g]["accuracy"] for g in groups if g in acc]
-        lo = [100 * (acc[g]["accuracy"] - acc[g]["ci95"][0]) for g in groups if g in acc]
-        hi = [100 * (acc[g]["ci95"][1] - acc[g]["accuracy"]) for g in groups if g in acc]
+        ci = {g: acc[g]["ci95"] or [acc[g]["accuracy"]] * 2 for g in acc}  # no interval: no bar
+        lo = [100 * (acc[g]["accuracy"] - ci[g][0]) for g in groups if g in acc]
+        hi = [100 * (ci[g][1] - acc[g]["accuracy"]) for g in groups if g in acc]
         ax.bar(xs, ys, width=width, yerr=[lo, hi], capsize=2, label=s.name, color=f"C{i % 10}")
-        data.append({"model": s.name, "groups": acc,
-                     "source": {"run": s.run.label, "file": s.file("predictions.jsonl"),
-                                "joined_with": s.run.test_file, "by": field_}})
+        src = step_groups(s, by)[1]  # type: ignore[index]
+        data.append({"model": s.name, "groups": acc, "source": src().to_json()})
     ax.axhline(50, color="grey", lw=0.8, ls="--")
     ax.set_xticks(range(len(groups)), [f"{g}\nn={items.get(g, 0)}" for g in groups],
                   rotation=45 if len(groups) > 10 else 0)
     ax.set_ylim(0, 100)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"Accuracy per {what} with 95% Wilson intervals (n = test items per {what})")
+    ax.set_title(f"Accuracy per {what} with 95% intervals (n = test items per {what})")
     ax.legend(fontsize=7, ncols=min(4, len(joined)), loc="upper center", bbox_to_anchor=(0.5, -0.18))
-    f = Figure(f"accuracy-by-{what}", f"Accuracy per {what} with 95% Wilson intervals; n under each {what} = test "
-               "items (k-shot and sentiment bars pool their seeds / iterations; report.json lists each bar's "
-               "correct / n).", data=data)
+    f = Figure(f"accuracy-by-{what}", f"Accuracy per {what} with 95% intervals (Wilson; for runs with several "
+               "predictions per item, k-shot seeds or sentiment iterations, the bar is the mean over all of them and "
+               "the interval a bootstrap over items); n under each "
+               f"{what} = test items; the numbers are in the per-{what} table.", data=data)
     f.files = _save(fig, out, f.name, synthetic)
     return f
 
@@ -300,4 +298,7 @@ def make_figures(runs: list[Run], steps: list[Step], out: Path) -> list[Figure]:
         figs.append(accuracy_by(steps, "posted_at", out, synthetic))
         figs.append(sentiment_distributions(steps, out, synthetic))
         figs.append(sentiment_heatmaps(steps, out, synthetic))
+        from .analysis_figures import analysis_figures
+
+        figs.extend(analysis_figures(steps, out, synthetic))
     return [f for f in figs if f is not None]

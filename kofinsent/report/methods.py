@@ -8,6 +8,7 @@ from typing import Any
 
 from .cite import Part, Source, Text, lookup
 from .collect import Run, Step, Train
+from .paired import Family
 
 PACKAGES_SHOWN = ("kofinsent", "torch", "transformers", "peft", "bitsandbytes", "llama_cpp_python", "ollama",
                   "scikit-learn", "kiwipiepy")
@@ -220,6 +221,88 @@ def software_sentence(run: Run) -> Text | None:
     return Text([*parts, "."])
 
 
+def _step_n(step: Step, repeated: bool) -> list[Part | None]:
+    m = step.metrics_src
+    if not repeated:
+        return [step.name, " (n = ", m.num(("n",), "int"), ")"]
+    return [step.name, " (n = ", m.num(("n",), "int"), " items, ", m.num(("n_predictions",), "int"),
+            " predictions; ", m.num(("inference", "bootstrap_resamples"), "int"), " resamples, seed ",
+            m.num(("inference", "bootstrap_seed"), "int"), ")"]
+
+
+def statistics_paragraph(run: Run) -> Text | None:
+    """What n counts and how each step's intervals and tests were made, from metrics.json's ``inference``."""
+    steps = [s for s in run.steps if isinstance(s.metrics.get("n"), int)]
+    if not steps:
+        return None
+    kind = {id(s): (s.metrics.get("inference") or {}).get("interval") for s in steps}
+    single = [s for s in steps if kind[id(s)] == "wilson"]
+    multi = [s for s in steps if kind[id(s)] == "cluster_bootstrap_percentile"]
+    other = [s for s in steps if kind[id(s)] not in ("wilson", "cluster_bootstrap_percentile")]
+    p = _Para().add(f"Statistics ({run.label}). ")
+    if single:
+        p.add("One prediction per test item, so n counts test items (and predictions alike), 95% intervals are "
+              "Wilson score intervals and the binomial tests against chance and the majority class are exact: ",
+              *_join([_step_n(s, False) for s in single]), ". ")
+    if multi:
+        tie = (multi[0].metrics.get("inference") or {}).get("tie_rule")
+        p.add("Several predictions per test item (few-shot seeds or sentiment iterations), so n counts distinct "
+              "test items and n predictions every prediction: the accuracy is the mean over all predictions; its "
+              "95% interval, and those of the other rates, is a percentile bootstrap over items that resamples "
+              "each item together with all of its predictions; the binomial tests (and McNemar in the compare "
+              "files) use one outcome per item", f" ({tie})" if tie else " (a majority vote)", ": ",
+              *_join([_step_n(s, True) for s in multi]), ". ")
+    if other:
+        p.add("No inference record in metrics.json (a run from before issue 13: n and intervals as that version "
+              "made them, Wilson over all predictions): ", ", ".join(s.name for s in other), ".")
+    return p.text()
+
+
+def report_statistics(table_ids: set[str], family: Family) -> list[Text]:
+    """The report-wide statistics: per-group intervals, calibration, the market link and the Holm family (only for
+    what the report shows)."""
+    from ..evaluation.analysis import BINNING, MAX_UNDEFINED, MIN_DAYS
+    from .analysis import MARKET_BOOT
+
+    out: list[Text] = []
+    if table_ids & {"accuracy_by_stock", "accuracy_by_year"}:
+        out.append(Text([
+            ("Accuracy per stock and per year: each run's predictions joined by id with its test records; n items "
+            "counts the group's distinct test items and n predictions its predictions (shown when a run has several "
+            "per item). The interval follows the run: Wilson over the group's predictions when each item has one, "
+            "else the percentile bootstrap over the group's items (each with all of its predictions) with the run's "
+            "resamples and seed.")]))
+    if "calibration" in table_ids:
+        out.append(Text([
+            ("Calibration (log-likelihood runs): the confidence of a prediction is the predicted answer's probability "
+            "under the two-way softmax of the log-likelihoods of [상승] and [하락]; binning: "), BINNING,
+            ("; the expected calibration error (ECE) weights the absolute gap between each bin's accuracy and mean "
+            "confidence by the bin's share of the n predictions (every few-shot seed's prediction counts); no "
+            "interval is given for it.")]))
+    if "market_link" in table_ids:
+        out.append(Text([
+            ("The market link: per stock and trading day (the move_date session that labels the day's test titles), "
+            "the share of predictions [상승] (invalid predictions in the denominator) and, for sentiment runs, the "
+            "mean valid sentiment; against that session's return and the stock's next traded session's return "
+            "(dataset/returns.jsonl). n = stock-days with both values (no correlation below "), str(MIN_DAYS),
+            " days). Pearson r and Spearman rho with 95% percentile bootstrap intervals over stock-days (",
+            str(MARKET_BOOT.resamples), " resamples with replacement, seed ", str(MARKET_BOOT.seed),
+            "; a resample without spread has no correlation and is left out and counted, and more than ",
+            f"{100 * MAX_UNDEFINED:g}%", (" such resamples leave no interval), per stock and pooled over all "
+            "stock-days.")]))
+    if family.size:
+        out.append(Text([
+            ("Paired tests: Holm's step-down adjustment (statsmodels multipletests, method holm) over the family of "
+            "all "), family.size_num(), (" paired tests this report shows: the McNemar p of every compare file and, "
+            "for sentiment pairs, the per-item paired tests (Wilcoxon and paired t on the item means, Wilcoxon on "
+            "the item variances); raw and adjusted p side by side. McNemar's mid-p is shown unadjusted; the pooled "
+            "Brown–Forsythe and Welch tests are not paired and keep compare.json's Holm over those two. McNemar "
+            "pairs test items, with one majority-vote outcome per item when a run has several predictions; the "
+            "accuracy difference has a paired percentile bootstrap interval over items (each with all of its "
+            "predictions in both runs).")]))
+    return out
+
+
 def methods(run: Run) -> list[Text]:
     """The paragraphs for one run, in reading order: data, models, training, evaluation, software."""
     out: list[Text | None] = []
@@ -237,6 +320,7 @@ def methods(run: Run) -> list[Text]:
     base = [eval_sentence(s) for s in run.steps if s.kind == "baseline"]
     if base:
         out.append(Text([q for e in base for q in (*e.parts, " ")][:-1]))
+    out.append(statistics_paragraph(run))
     out.append(software_sentence(run))
     return [t for t in out if t is not None and t.parts]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cite import Num, Source, Text, text
-from .collect import Run, Step
+from .collect import Step
 
 SEED003_SHOTS = (0, 5, 10, 50)  # the columns of seed 003's table
 NA = "n/a"
@@ -45,7 +45,8 @@ def _or_na(num: Num | None, *rest: str | Num | None) -> Text:
 
 
 def accuracy_cell(src: Source, acc_key: str = "accuracy", ci_key: str = "accuracy_ci95") -> Text:
-    """"49.3% [45.6, 53.1]": the accuracy and its 95% Wilson interval in percentage points."""
+    """"49.3% [45.6, 53.1]": the accuracy and its 95% interval (as metrics.json made it: Wilson, or the cluster
+    bootstrap over items when items have several predictions) in percentage points."""
     acc = src.num((acc_key,), "pct")
     if acc is None:
         return text(NA)
@@ -68,11 +69,13 @@ def main_table(steps: list[Step]) -> Table:
     cols = [Column("Model"), Column("Method"), Column("Prompt"), Column("Shots", True), Column("n", True),
             Column("Accuracy [95% CI]", True), Column("Macro-F1", True), Column("MCC", True),
             Column("Invalid", True), Column("p vs majority", True), Column("Source")]
-    table = Table("main", "Main results on the test set. Accuracy with its 95% Wilson interval over n scored "
-                          "predictions (k-shot: items x few-shot seeds, pooled; sentiment: items x iterations, an "
-                          "invalid or abstaining reply counts as wrong); invalid predictions count as wrong "
-                          "everywhere. p: one-sided binomial test of the accuracy against the majority-class rate "
-                          "of the test set. Best accuracy in bold.", cols)
+    table = Table("main", "Main results on the test set. n: distinct test items. Accuracy: the mean over all "
+                          "predictions (k-shot: items x few-shot seeds; sentiment: items x iterations, an invalid "
+                          "or abstaining reply counts as wrong; invalid predictions count as wrong everywhere). 95% "
+                          "interval: Wilson when each item has one prediction; otherwise a percentile bootstrap over "
+                          "items, each resampled with all of its predictions (see Methods, Statistics). p: one-sided "
+                          "binomial test against the majority-class rate of the test items, on one outcome per item "
+                          "(majority vote when an item has several predictions). Best accuracy in bold.", cols)
     for s in steps:
         m = s.metrics_src
         shots = m.num(("shots",), "int") if s.is_kshot else None
@@ -151,57 +154,26 @@ def sentiment_table(steps: list[Step]) -> Table | None:
     ss = [s for s in steps if s.is_sentiment]
     if not ss:
         return None
-    cols = [Column("Model"), Column("Quantization"), Column("n (items x iterations)", True),
+    cols = [Column("Model"), Column("Quantization"), Column("n predictions (items x iterations)", True),
             Column("Valid JSON", True), Column("Mean sentiment", True), Column("Variance", True),
             Column("Mean confidence", True), Column("s / sample", True), Column("Accuracy [95% CI]", True),
             Column("Source")]
-    table = Table("sentiment", "Seed 000 measures per model over n replies (strictly valid JSON only for the "
-                               "sentiment and confidence columns). Variance: the sample variance of each item's "
-                               "valid sentiments across iterations, averaged over items. Accuracy: the sign of the "
-                               "sentiment against the price direction, over all replies (invalid and zero "
-                               "sentiments count as wrong). Best accuracy in bold.", cols)
+    table = Table("sentiment", "Seed 000 measures per model over n predictions = replies (strictly valid JSON "
+                               "only for the sentiment and confidence columns). Variance: the sample variance of "
+                               "each item's valid sentiments across iterations, averaged over items. Accuracy: the "
+                               "sign of the sentiment against the price direction, over all replies (invalid and zero "
+                               "sentiments count as wrong), with the 95% percentile bootstrap over items (each "
+                               "with all of its iterations) when there are several iterations. Best accuracy in "
+                               "bold.", cols)
     for s in ss:
         m = s.metrics_src
-        n = m.num(("n_replies",), "int") or m.num(("n",), "int")
+        n = m.num(("n_predictions",), "int") or m.num(("n_replies",), "int")  # n_replies: metrics before issue 13
         table.rows.append([
             text(s.name), text(s.quantization),
-            _or_na(n, " (", m.num(("n_items",), "int"), " x ", m.num(("iterations",), "int"), ")"),
+            _or_na(n, " (", m.num(("n",), "int"), " x ", m.num(("iterations",), "int"), ")"),
             _or_na(m.num(("valid_json_rate",), "pct")), _or_na(m.num(("mean_sentiment",), "f3")),
             _or_na(m.num(("sentiment_variance",), "f3")), _or_na(m.num(("mean_confidence",), "f3")),
             _or_na(m.num(("seconds_per_sample",), "f2")), accuracy_cell(m), text(s.cite),
         ])
     _bold_best(table.rows, 8, [s.metrics.get("accuracy") for s in ss])
-    return table
-
-
-def _pair_names(file: str, data: dict[str, Any]) -> tuple[str, str]:
-    stem = file.removeprefix("compare/").removesuffix(".json")
-    if "__" in stem:
-        a, b = stem.split("__", 1)
-        return a, b
-    return (str(data.get("run_a", "A")).rstrip("/").rsplit("/", 1)[-1],
-            str(data.get("run_b", "B")).rstrip("/").rsplit("/", 1)[-1])
-
-
-def compare_table(runs: list[Run]) -> Table | None:
-    pairs = [(r, f, d) for r in runs for f, d in r.compares]
-    if not pairs:
-        return None
-    cols = [Column("A"), Column("B"), Column("Paired n", True), Column("n valid (A / B)", True),
-            Column("Brown–Forsythe p", True), Column("Welch p", True), Column("BF p (Holm)", True),
-            Column("Welch p (Holm)", True), Column("McNemar p", True), Column("Source")]
-    table = Table("compare", "Paired comparisons (kofinsent compare). Brown–Forsythe (Levene, median-centred) tests "
-                             "equal variances and Welch's t equal means of the pooled valid sentiments; Holm: "
-                             "adjusted over those two. McNemar: correctness on the paired items.", cols)
-    for run, f, d in pairs:
-        src = run.src(f, d)
-        a, b = _pair_names(f, d)
-        na, nb = src.num(("n_valid_a",), "int"), src.num(("n_valid_b",), "int")
-        table.rows.append([
-            text(a), text(b), _or_na(src.num(("n_paired",), "int")),
-            text(na, " / ", nb) if na is not None and nb is not None else text(NA),
-            *(_or_na(src.num((k,), "p")) for k in ("levene_p", "welch_p", "levene_p_holm", "welch_p_holm",
-                                                   "mcnemar_p")),
-            text(f"{run.label}:{f}"),
-        ])
     return table

@@ -17,7 +17,8 @@ from kofinsent.dataset.errors import (DatasetConfigError, EmptyDatasetError, Mis
 from kofinsent.dataset.export import COLUMNS, read_jsonl
 from kofinsent.dataset.source import sha256_file
 
-FILES = ["train.jsonl", "test.jsonl", "train.parquet", "test.parquet", "datasheet.json", "datasheet.md"]
+FILES = ["train.jsonl", "test.jsonl", "train.parquet", "test.parquet", "returns.jsonl", "datasheet.json",
+         "datasheet.md"]
 EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "kofinsent" / "dataset" / "relevance_example.toml"
 
 
@@ -53,6 +54,30 @@ def test_hand_db_records_match_hand_labels(hand, hand_db, tmp_path, rule):
         assert sheet["removed"][reason] == reasons[reason]
 
 
+def test_returns_file_is_the_price_calendar_by_hand(hand, hand_db, tmp_path):
+    """returns.jsonl: one line per stock and traded day (halt bars left out), the previous traded close, null on a
+    stock's first bar, and each record's return is the line of its (code, move_date)."""
+    sheet = build(hand_db, tmp_path / "out", "next-session", test_size=0.25)
+    lines = read_jsonl(tmp_path / "out" / "returns.jsonl")
+    traded = [(c, d, close) for c, d, close, volume in hand.bars if volume > 0]
+    assert [(r["code"], r["date"], r["close"]) for r in lines] == sorted(traded)
+    assert list(lines[0]) == ["code", "date", "close_prev", "close", "return"]
+    by = {(r["code"], r["date"]): r for r in lines}
+    first = {c: min(d for cc, d, _ in traded if cc == c) for c in (hand.A, hand.B)}
+    for (c, d), r in by.items():
+        assert (r["close_prev"] is None) == (d == first[c]) == (r["return"] is None)
+    # 2021-09-28 (hand.A) is a halt stored with volume 0: the 29th's previous close is the 27th's
+    assert (hand.A, "2021-09-28") not in by
+    assert by[(hand.A, "2021-09-29")]["close_prev"] == 105 and by[(hand.A, "2021-09-29")]["return"] == 107 / 105 - 1
+    train, test = rows(tmp_path / "out")
+    for rec in train + test:
+        line = by[(rec["code"], rec["move_date"])]
+        assert (line["close_prev"], line["close"], line["return"]) == (rec["close_prev"], rec["close"], rec["return"])
+    assert sheet["files"]["returns.jsonl"]["rows"] == len(lines)
+    assert sheet["files"]["returns.jsonl"]["sha256"] == sha256_file(tmp_path / "out" / "returns.jsonl")
+    assert "returns.jsonl" in (tmp_path / "out" / "datasheet.md").read_text("utf-8")
+
+
 def test_balanced_sample_and_datasheet_counts_equal_files(synth_db, tmp_path):
     out = tmp_path / "out"
     sheet = build(synth_db, out, per_label=400, test_size=0.1)
@@ -74,6 +99,9 @@ def test_balanced_sample_and_datasheet_counts_equal_files(synth_db, tmp_path):
     assert {k: v["total"] for k, v in c["by_year"].items()} == dict(Counter(r["posted_at"][:4] for r in both))
     for name, f in sheet["files"].items():
         assert f["sha256"] == sha256_file(out / name)
+        if name == "returns.jsonl":
+            assert f["rows"] == len(read_jsonl(out / name))
+            continue
         assert f["rows"] == (len(train) if name.startswith("train") else len(test))
     assert sum(sheet["removed"].values()) + c["total"] == sheet["source"]["posts_in_db"] == 3000
     assert sheet["funnel"][-1]["rows"] == c["total"]

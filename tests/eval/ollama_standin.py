@@ -22,8 +22,10 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from .loopback import LoopbackServer
 
 VALID_REPLY = '{"reasoning": "Strong earnings lift the stock.", "sentiment": 0.5, "confidence": 0.8}'
 CREATED_AT = "2026-11-23T10:00:00.000000Z"
@@ -75,7 +77,7 @@ def timings(prompt_chars: int, reply: str, loaded: bool) -> dict[str, int]:
             "eval_count": eval_count, "eval_duration": eval_duration}
 
 
-class OllamaStandin:
+class OllamaStandin(LoopbackServer):
     """``with OllamaStandin(["llama3:latest"], replies=[...]) as server: Client(server.url)...``"""
 
     def __init__(self, models: Iterable[str | Model] = ("llama3:latest",), replies: Iterable[str | Scripted] = (),
@@ -93,33 +95,10 @@ class OllamaStandin:
         self.blobs: dict[str, bytes] = {}
         self.loaded: set[str] = set()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------------------------------
-    def start(self) -> OllamaStandin:
-        handler = type("Handler", (_Handler,), {"standin": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        # a short poll interval: shutdown() waits up to one interval, and tests start and stop many servers
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> OllamaStandin:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the stand-in first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.origin
 
     # -- scripting and inspection -------------------------------------------------------------------------------------
     def queue(self, *replies: str | Scripted) -> None:
@@ -311,5 +290,16 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-__all__ = ["CREATED_AT", "Model", "OllamaStandin", "Recorded", "Scripted", "VALID_REPLY", "closed_port_url",
-           "timings"]
+OllamaStandin.handler = _Handler
+
+
+__all__ = [
+    "CREATED_AT",
+    "VALID_REPLY",
+    "Model",
+    "OllamaStandin",
+    "Recorded",
+    "Scripted",
+    "closed_port_url",
+    "timings",
+]

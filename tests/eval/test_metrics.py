@@ -153,7 +153,8 @@ SPEC = {
 
 def test_sentiment_metrics_by_hand():
     m = M.sentiment_metrics(sentiment_records(SPEC))
-    assert (m["n_items"], m["n_replies"], m["n"], m["iterations"]) == (5, 15, 15, 3)
+    # n counts items; every rate below is over the 15 replies
+    assert (m["n"], m["n_predictions"], m["iterations"]) == (5, 15, 3)
     valid = {"A": [0.5, 0.7, 0.9], "B": [0.1, -0.3], "C": [0.4], "E": [0.0, 0.0, 0.2]}
     assert m["n_valid"] == 9 and m["valid_json_rate"] == 9 / 15 and m["invalid_rate"] == 6 / 15
     assert m["lenient_json_rate"] == (9 + 3) / 15  # + C's fence, D's prose and fence (not B's text / C's 1.5)
@@ -168,8 +169,12 @@ def test_sentiment_metrics_by_hand():
     assert m["sentiment_variance_pooled"] == pytest.approx(statistics.variance(pooled), rel=1e-12)
     # correct: A 3, B 1, C 1, E 1 -> 6 of 15 replies, 6 of 7 decided
     assert m["accuracy"] == 6 / 15 and m["accuracy_decided"] == 6 / 7
-    assert m["accuracy_ci95"] == pytest.approx(wilson_by_formula(6, 15), rel=1e-12)
-    assert m["accuracy_decided_ci95"] == pytest.approx(wilson_by_formula(6, 7), rel=1e-12)
+    # three replies per item: cluster intervals over the 5 items, tests on one majority vote per item
+    assert m["inference"]["interval"] == "cluster_bootstrap_percentile"
+    assert m["accuracy_ci95"][0] <= 6 / 15 <= m["accuracy_ci95"][1]
+    # votes: A up (right); B up/invalid/down tie -> its first reply, up (wrong); C, D, E invalid (wrong)
+    assert m["tested_correct"] == 1
+    assert m["binom_p_vs_chance"] == pytest.approx(2 * sum(binom_pmf(k, 5, 0.5) for k in (0, 1)), rel=1e-12)
     assert m["accuracy_by_iteration"] == [2 / 5, 1 / 5, 3 / 5]
     assert m["confusion"]["columns"] == [U, D, "abstain", "invalid"]
     assert m["confusion"]["matrix"] == [[5, 0, 2, 2], [1, 1, 0, 4]]

@@ -147,7 +147,7 @@ def test_train_and_eval_tables_follow_the_dataclasses() -> None:
     from kofinsent.train import TrainConfig
 
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"out", "resume", "overwrite", "extra"}
-    assert set(TrainSection.model_fields) == train_keys | {"engine"}
+    assert set(TrainSection.model_fields) == train_keys | {"engine", "seeds"}  # seeds: one run per training seed
     assert set(EvalSection.model_fields) == {f.name for f in dataclasses.fields(EvalConfig)} - {"out", "overwrite", "resume"}
 
 

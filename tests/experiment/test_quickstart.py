@@ -170,3 +170,37 @@ def test_report_from_the_run(quickstart: dict) -> None:
         assert f"| {m['n']} | " in row
         assert f"{100 * m['accuracy']:.1f}% \\[{100 * lo:.1f}, {100 * hi:.1f}\\]" in row, row
         assert f"quickstart/{run.name}:eval/" in row
+
+
+
+def test_report_error_analysis_tables_and_figures(quickstart: dict) -> None:
+    """Issue 13: per-stock / per-year tables with n and intervals, calibration, the market link (with the next
+    session, since the dataset step wrote returns.jsonl) and its scatter, per-stock confidently wrong titles, and
+    the compare table with Holm-adjusted and mid-p columns."""
+    rep = quickstart["tmp"] / "reports" / "quickstart"
+    run = quickstart["run"]
+    rj = _json(rep / "report.json")
+    tables = {t["id"]: t for t in rj["tables"]}
+    assert {"accuracy_by_stock", "accuracy_by_year", "calibration", "market_link", "compare"} <= set(tables)
+    assert {"reliability", "market-link"} <= {f["name"] for f in rj["figures"]}
+    for name in ("reliability.png", "reliability.pdf", "market-link.png", "market-link.pdf"):
+        assert (rep / "figures" / name).stat().st_size > 1000
+    assert (run / "dataset" / "returns.jsonl").is_file()
+    assert "Pearson r, next session [95% CI]" in [c["name"] for c in tables["market_link"]["columns"]]
+    compare_cols = [c["name"] for c in tables["compare"]["columns"]]
+    assert {"McNemar p (Holm)", "McNemar mid-p", "Accuracy A - B [95% CI] (pp)"} <= set(compare_cols)
+    # per stock, neox_lora: n items and accuracy are the hand count over predictions.jsonl x dataset/test.jsonl
+    items = {r["id"]: r for r in map(json.loads, (run / "dataset" / "test.jsonl").open(encoding="utf-8"))}
+    counts: dict[str, list[int]] = {}
+    for p in map(json.loads, (run / "eval" / "neox_lora" / "predictions.jsonl").open(encoding="utf-8")):
+        c = counts.setdefault(items[p["id"]]["code"], [0, 0])
+        c[0] += 1
+        c[1] += p["pred"] == p["gold"]
+    rows = [r for r in tables["accuracy_by_stock"]["rows"] if r[0]["text"] == "neox_lora"]
+    assert {r[1]["text"].split()[0]: [r[2]["numbers"][0]["value"], r[4]["numbers"][0]["value"]] for r in rows} == {
+        code: [n, k / n] for code, (n, k) in counts.items()}
+    md = (rep / "report.md").read_text(encoding="utf-8")
+    for caption in ("Accuracy per stock for each run", "Accuracy per year for each run", "Calibration of the",
+                    "The market link", "most confidently wrong titles per stock"):
+        assert caption in md, caption
+    assert any(e["id"].startswith("examples-by-stock-") for e in rj["examples"])

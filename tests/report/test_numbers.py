@@ -27,8 +27,45 @@ def md_tables(md: str) -> list[tuple[list[str], list[list[str]]]]:
     return tables
 
 
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+_DERIVED: dict[str, Any] = {}
+
+
+def rederive(source: dict[str, Any], runs: dict[str, Path]) -> Any:
+    """A computed number, recomputed from what its source names: the files it read (read here, not by the report
+    code), the kofinsent.evaluation.analysis function and its arguments; Holm from statsmodels on the family's
+    p-values, each resolved in its own file."""
+    params, derive = source.get("params") or {}, source["derive"]
+    if derive in ("holm", "family_size"):
+        from statsmodels.stats.multitest import multipletests
+
+        ps = [resolve(m, runs) for m in params["family"]]
+        return len(ps) if derive == "family_size" else float(multipletests(ps, method="holm")[1][source["key"][0]])
+    cache_key = json.dumps([source["run"], derive, source["inputs"], params], sort_keys=True)
+    if cache_key not in _DERIVED:
+        from kofinsent.evaluation import analysis
+        from kofinsent.evaluation.clusters import Bootstrap
+
+        root = runs[source["run"]]
+        args: dict[str, Any] = {}
+        for role, file in source["inputs"].items():
+            rows = _read(root / file)
+            args[role] = {str(r["id"]): r for r in rows} if role == "items" else rows
+        kwargs = {k: Bootstrap(**v) if k == "boot" else v for k, v in params.items()}
+        _DERIVED[cache_key] = getattr(analysis, derive)(**args, **kwargs)
+    data = _DERIVED[cache_key]
+    for k in source["key"]:
+        data = data[k]
+    return data
+
+
 def resolve(source: dict[str, Any], runs: dict[str, Path]) -> Any:
     """The value a source pointer names, read straight from the file (independent of the report code)."""
+    if source.get("derive") not in (None, "diff", "len"):
+        return rederive(source, runs)
     path = runs[source["run"]] / source["file"]
     if path.suffix == ".jsonl":
         lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
@@ -145,7 +182,14 @@ def test_sentiment_and_compare_tables(demo_report):
     sent = tables["sentiment"]
     assert [row[1]["text"] for row in sent["rows"]] == ["q4_k_m", "f16"]
     cmp = json.loads((demo_report.run / "compare/sent_q4__sent_f16.json").read_text(encoding="utf-8"))
-    row = tables["compare"]["rows"][0]
-    names = [c["name"] for c in tables["compare"]["columns"]]
+    row = tables["compare_sentiment"]["rows"][0]
+    names = [c["name"] for c in tables["compare_sentiment"]["columns"]]
     assert row[names.index("Brown–Forsythe p")]["numbers"][0]["value"] == cmp["levene_p"]
     assert row[names.index("Welch p")]["numbers"][0]["value"] == cmp["welch_p"]
+    assert row[names.index("Wilcoxon, item variances p")]["numbers"][0]["value"] == cmp["paired_variance_wilcoxon_p"]
+    mc = tables["compare"]["rows"][0]
+    names = [c["name"] for c in tables["compare"]["columns"]]
+    assert mc[names.index("McNemar p")]["numbers"][0]["value"] == cmp["mcnemar_p"]
+    assert mc[names.index("McNemar mid-p")]["numbers"][0]["value"] == cmp["mcnemar_midp"]
+    assert [n["value"] for n in mc[names.index("Accuracy A - B [95% CI] (pp)")]["numbers"]] == [
+        cmp["accuracy_diff"], *cmp["accuracy_diff_ci95"]]

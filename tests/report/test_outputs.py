@@ -18,10 +18,11 @@ def test_figures_exist_as_png_and_pdf_as_many_as_the_runs_call_for(demo_report):
     figs = demo_report.json["figures"]
     n_evals = len(list((demo_report.run / "eval").iterdir()))
     # accuracy vs shots + one confusion matrix per eval + per stock + per year + sentiment distributions + heatmaps
-    assert len(figs) == 1 + n_evals + 2 + 1 + 1 == 11
+    # + reliability diagram + market-link scatter
+    assert len(figs) == 1 + n_evals + 2 + 1 + 1 + 2 == 13
     names = {f["name"] for f in figs}
     assert {"accuracy-vs-shots", "accuracy-by-stock", "accuracy-by-year", "sentiment-distributions",
-            "sentiment-heatmaps", "confusion-ll-2shot"} <= names
+            "sentiment-heatmaps", "confusion-ll-2shot", "reliability", "market-link"} <= names
     files = sorted(p.name for p in (demo_report.out / "figures").iterdir())
     assert len(files) == 2 * len(figs)
     for f in figs:
@@ -105,7 +106,8 @@ def test_no_synthetic_notice_when_config_says_real_data(real_report):
 def test_a_rerun_writes_the_same_bytes(real_report):
     a, b = real_report
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 4 + 1 + 2 * 3  # reports + the manifest of what it wrote + confusion, per stock, per year
+    # reports + the manifest of what it wrote + confusion, per stock, per year, reliability, market link
+    assert len(files) == 4 + 1 + 2 * 5
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
 

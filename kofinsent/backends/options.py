@@ -1,0 +1,66 @@
+"""Which backend takes which option: the one place that turns a run's options (an evaluation's, the teacher's) into
+a backend's constructor arguments, and refuses an option the chosen backend does not have, naming the flag.
+
+``scoring``: whether the run scores log-likelihoods. llama.cpp then keeps every position's logits (``logits_all``);
+a generation-only run does not, which saves copying n_vocab logits per prompt token off the GPU and a host buffer of
+n_ctx x n_vocab floats (4 GiB for LLaMA-3 at n_ctx 8192).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class BackendOptionError(ValueError):
+    """An option the chosen backend does not take, or a value it cannot use (the message names the flag)."""
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_llamacpp_options(n_gpu_layers: int | None, n_ctx: int | None) -> None:
+    """``--n-gpu-layers``: -1 (all), 0 (CPU) or a layer count; ``--n-ctx``: tokens, >= 1; None: the backend's
+    default."""
+    if n_gpu_layers is not None and (not _is_int(n_gpu_layers) or n_gpu_layers < -1):
+        raise BackendOptionError(f"--n-gpu-layers must be an integer >= -1 (-1: all layers), got {n_gpu_layers!r}")
+    if n_ctx is not None and (not _is_int(n_ctx) or n_ctx < 1):
+        raise BackendOptionError(f"--n-ctx must be an integer >= 1, got {n_ctx!r}")
+
+
+def backend_kwargs(backend: str, model: str, *, host: str | None = None, seed: int = 0, format: str = "schema",
+                   concurrency: int = 1, n_gpu_layers: int | None = None, n_ctx: int | None = None,
+                   adapter: str | None = None, load_in_8bit: bool = False, load_in_4bit: bool = False,
+                   dtype: str = "auto", batch_size: int | str | None = None, prefix_cache: bool = True,
+                   scoring: bool = True) -> dict[str, Any]:
+    """Keyword arguments for ``get_backend(backend, **kw)``; :class:`BackendOptionError` for an option set away from
+    its default that ``backend`` does not take."""
+    kw: dict[str, Any] = {"model": model}
+    if backend == "hf":
+        kw.update(adapter=adapter, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit, dtype=dtype,
+                  batch_size=batch_size, prefix_cache=prefix_cache)
+    elif adapter or load_in_8bit or load_in_4bit:
+        raise BackendOptionError(f"--adapter / --load-in-8bit / --load-in-4bit apply to --backend hf, not {backend}")
+    if concurrency != 1 and backend != "openai":
+        raise BackendOptionError(f"--concurrency applies to --backend openai, not {backend}")
+    check_llamacpp_options(n_gpu_layers, n_ctx)
+    if backend == "llamacpp":
+        kw.update(seed=seed, prefix_cache=prefix_cache, logits_all=scoring)
+        kw.update({k: v for k, v in (("n_gpu_layers", n_gpu_layers), ("n_ctx", n_ctx)) if v is not None})
+    else:
+        given = [flag for flag, v in (("--n-gpu-layers", n_gpu_layers), ("--n-ctx", n_ctx)) if v is not None]
+        if given:
+            where = {"ollama": " (the Ollama server sets its own GPU layers; its context is seed 000's num_ctx "
+                               "8192)",
+                     "openai": " (the server decides its context and its GPU use)"}.get(backend, "")
+            raise BackendOptionError(f"{' / '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --backend "
+                                     f"llamacpp, not {backend}{where}")
+    if backend == "openai":
+        kw.update(seed=seed, format=format, concurrency=concurrency)
+    if backend == "ollama":
+        kw.update(seed=seed, format=format)
+    if backend in ("openai", "ollama") and host:
+        kw["host"] = host
+    return kw
+
+
+__all__ = ["BackendOptionError", "backend_kwargs", "check_llamacpp_options"]
