@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +79,9 @@ class EvalConfig:
         if self.batch_size is not None and self.batch_size != "auto" and (
                 isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise EvalConfigError(f"--batch-size must be an integer >= 1 or auto, got {self.batch_size!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            # it seeds the requests and the bootstrap of the intervals (numpy takes no negative seed)
+            raise EvalConfigError(f"--seed must be an integer >= 0, got {self.seed!r}")
         if self.shots < 0 or self.iterations < 1:
             raise EvalConfigError(f"need --shots >= 0, --iterations >= 1; got {self.shots}, {self.iterations}")
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
@@ -315,8 +318,9 @@ def prompts_for(cfg: EvalConfig) -> list[DirectionPrompt]:
     return [kshot(train, cfg.shots, s, balanced=cfg.balanced_shots) for s in cfg.fewshot_seeds]
 
 
-# Where and how a run is written, not what it computes: a resumed run may differ from its start in these alone.
-_NOT_RUN_KEYS = ("out", "overwrite", "resume", "concurrency")
+# Where and how fast a run is written, not what it computes: a resumed run may differ from its start in these alone.
+_NOT_RUN_KEYS = ("out", "overwrite", "resume", "concurrency", "batch_size")
+_DEFAULTS = {f.name: f.default for f in fields(EvalConfig) if f.default is not MISSING}
 
 
 def _run_config(cfg: EvalConfig, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -353,6 +357,8 @@ def _previous_run(cfg: EvalConfig, items: Sequence[dict[str, Any]],
         raise EvalConfigError(f"--resume: {out} holds {', '.join(there)} but no config.json, so which run it was "
                               "is unknown; pass --overwrite to start over")
     stored, current = read_json(out / "config.json"), _run_config(cfg, items)
+    # an option added since that run was started stands there at its default
+    stored = {**{k: v for k, v in _DEFAULTS.items() if k in current}, **stored}
     diff = [f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(stored) | set(current))
             if k not in _NOT_RUN_KEYS and stored.get(k) != current.get(k)]
     if diff:

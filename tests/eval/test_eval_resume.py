@@ -145,6 +145,21 @@ def test_resume_refuses_a_run_of_another_config_and_names_the_keys(splits, tmp_p
         progress_total(config(splits, tmp_path / "cut", "sentiment", resume=True, limit=6))
 
 
+def test_a_run_started_before_new_options_existed_still_resumes(splits, tmp_path):
+    """config.json of a run begun by an older kofinsent lacks options added since: they count as their defaults.
+    The batch size says how fast, not what: a resume may change it."""
+    out = tmp_path / "old"
+    kill(splits, out, "generate")
+    stored = read_json(out / "config.json")
+    for key in ("concurrency", "n_ctx", "n_gpu_layers"):
+        stored.pop(key, None)
+    (out / "config.json").write_text(json.dumps(stored), encoding="utf-8")
+    m = evaluate(config(splits, out, "generate", resume=True, batch_size=2), backend=Fake())  # type: ignore[arg-type]
+    assert m["n"] == 10 and m["n_resumed"] == 8
+    with pytest.raises(EvalConfigError, match="seed: 0 -> 3"):  # an option that changes the results still counts
+        evaluate(config(splits, tmp_path / "old", "generate", resume=True, seed=3), backend=Fake())  # type: ignore[arg-type]
+
+
 def test_resume_of_a_changed_data_file_is_refused(splits, tmp_path):
     data = tmp_path / "test.jsonl"
     data.write_bytes(splits.test.read_bytes())

@@ -123,3 +123,12 @@ def test_mcc_is_null_where_undefined_not_zero():
     assert M.classification_metrics([U, D, U], [U, U, U])["mcc"] is None  # one predicted class
     assert M.classification_metrics([U, U, U], [U, D, U])["mcc"] is None  # one gold class
     assert M.classification_metrics([U, D, U, D], [U, D, D, D])["mcc"] == pytest.approx(1 / 3 ** 0.5)
+
+
+def test_a_negative_eval_seed_is_refused_before_any_item():
+    """The run's seed also seeds the bootstrap, which takes no negative seed: refused at validation, not after
+    every item has been scored."""
+    from kofinsent.evaluate import EvalConfig, EvalConfigError
+
+    with pytest.raises(EvalConfigError, match="--seed must be an integer >= 0, got -1"):
+        EvalConfig(backend="hf", model="m", data="x", out="o", seed=-1).validate(check_files=False)
