@@ -1,4 +1,4 @@
-"""``kofinsent crawl ...``: posts, prices, the universe, and export.
+"""``kofinsent crawl ...``: posts, prices, the universe, export, and the offline replay site to crawl.
 
 Every expected failure prints one line on stderr and no traceback; what was already stored stays stored, and the
 same command resumes. Exit 2 with ``error:`` for what the user can fix here (a bad option, a db that is not ours or
@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,17 +29,17 @@ DEFAULT_DB = Path("data/kofinsent.sqlite")
 KRX_CODE = re.compile(r"^[0-9][0-9A-Z]{4}[0-9]$")
 
 Db = Annotated[Path, typer.Option("--db", help="SQLite file the crawl writes to (created if missing).")]
-BaseUrl = Annotated[Optional[str], typer.Option(
+BaseUrl = Annotated[str | None, typer.Option(
     "--base-url", help="Send every Naver request to this origin, keeping path and query (a mirror, the replay "
                        "site, tests). Also read from $KOFINSENT_NAVER_BASE_URL.")]
 Delay = Annotated[float, typer.Option("--delay", help="Minimum seconds between requests (jitter adds up to 5%).")]
 Retries = Annotated[int, typer.Option("--retries", help="Retries per URL, for every kind of failure together "
                                                       "(429/5xx, timeouts, resets, unreadable answers).")]
-MaxRequests = Annotated[Optional[int], typer.Option("--max-requests", help="Stop after this many requests, retries "
+MaxRequests = Annotated[int | None, typer.Option("--max-requests", help="Stop after this many requests, retries "
                                                                            "included (the crawl resumes).")]
 MaxWait = Annotated[float, typer.Option("--max-wait", help="Longest Retry-After wait honoured, in seconds; a longer "
                                                            "one stops the crawl (exit 3) so you can resume later.")]
-CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache good responses on disk here.")]
+CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Cache good responses on disk here.")]
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds before a request times out.")]
 Codes = Annotated[str, typer.Option("--codes", help="Comma-separated 6-character KRX codes, e.g. 005930,000660.")]
 Since = Annotated[str, typer.Option("--since", help="First KST date, inclusive (YYYY-MM-DD).")]
@@ -179,10 +182,10 @@ def prices(
 def universe(
     market: Annotated[str, typer.Option("--market", help="KOSPI or KOSDAQ.")] = "KOSPI",
     top: Annotated[int, typer.Option("--top", help="How many common stocks to keep.")] = 20,
-    listed_before: Annotated[Optional[str], typer.Option(
+    listed_before: Annotated[str | None, typer.Option(
         "--listed-before", help="Keep stocks whose first siseJson date is before this date (YYYY-MM-DD).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Also write the list as JSON here.")] = None,
-    db: Annotated[Optional[Path], typer.Option("--db", help="Also record names and listing dates here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the list as JSON here.")] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="Also record names and listing dates here.")] = None,
     base_url: BaseUrl = None,
     delay: Delay = 0.7,
     retries: Retries = 5,
@@ -220,7 +223,7 @@ def universe(
 def export(
     db: Annotated[Path, typer.Option("--db", help="Crawler SQLite file.")],
     out: Annotated[Path, typer.Option("--out", help="JSON Lines file to write.")],
-    codes: Annotated[Optional[str], typer.Option("--codes", help="Only these codes.")] = None,
+    codes: Annotated[str | None, typer.Option("--codes", help="Only these codes.")] = None,
 ) -> None:
     """One JSON object per post: code, nid (string), posted_at (ISO 8601, +09:00), title, author, views, ...
 
@@ -237,3 +240,66 @@ def export(
         finally:
             store.close()
         typer.echo(f"{n} posts -> {out}")
+
+
+class Charset(str, Enum):
+    euc_kr = "euc-kr"
+    utf_8 = "utf-8"
+
+
+def parse_replay_codes(text: str) -> dict[str, str]:
+    """``code:name`` pairs, comma-separated; a code without a name gets a made-up one."""
+    out = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        code, _, name = item.partition(":")
+        out[code.strip()] = name.strip() or f"합성종목{code.strip()}"
+    return out
+
+
+@app.command()
+def replay(
+    port: Annotated[int, typer.Option("--port", help="port to bind (0 = any free port)")] = 8765,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    start: Annotated[str, typer.Option("--start", help="first day (YYYY-MM-DD)")] = "2018-01-01",
+    end: Annotated[str, typer.Option("--end", help="last day (YYYY-MM-DD)")] = "2018-03-31",
+    codes: Annotated[str | None, typer.Option(
+        "--codes", help="code:name pairs, comma-separated (default: 900010:합성전자,900020:가상하이닉스,900030:모의바이오)",
+    )] = None,
+    posts_per_day: Annotated[float, typer.Option("--posts-per-day", help="mean posts per day per stock")] = 30.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    signal: Annotated[float, typer.Option("--signal", help="probability a title carries its next-session cue")] = 0.0,
+    charset: Annotated[Charset, typer.Option("--charset", help="board page encoding")] = Charset.euc_kr,
+    no_quirks: Annotated[bool, typer.Option("--no-quirks",
+                                            help="valid JSON only (no raw backslashes/control chars)")] = False,
+    board_redirects_to_spa: Annotated[bool, typer.Option("--board-redirects-to-spa",
+                                                         help="board answers 302 to the new SPA")] = False,
+) -> None:
+    """Serve a deterministic synthetic Naver forum + price site on 127.0.0.1 until Ctrl-C (also: python -m
+    crawler.replay). Point any crawl command at it with --base-url."""
+    from .replay.forum import SyntheticForum
+    from .replay.server import ReplayServer
+
+    t0 = time.monotonic()
+    with _errors():
+        first, last = parse_day(start, "--start"), parse_day(end, "--end")
+        forum = SyntheticForum.generate(parse_replay_codes(codes) if codes is not None else None, first, last,
+                                        posts_per_day, seed=seed, signal=signal, quirks=not no_quirks)
+        server = ReplayServer(forum, charset=charset.value, board_redirects_to_spa=board_redirects_to_spa,
+                              port=port, host=host)
+        server.start()
+    n = sum(len(v) for v in forum.posts.values())
+    names = ", ".join(f"{c} {nm}" for c, nm in forum.codes.items())
+    typer.echo(f"replay site: {server.url}  ({n:,} posts, {names}; {first}..{last}; "
+               f"built in {time.monotonic() - t0:.1f}s)")
+    typer.echo(f"  e.g. kofinsent crawl posts --codes {next(iter(forum.codes))} --since {first} "
+               f"--until {last} --base-url {server.url} --delay 0")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    finally:
+        server.stop()

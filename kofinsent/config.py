@@ -4,8 +4,8 @@ Defaults live in code (the ``train`` and ``eval`` tables are checked against :cl
 :class:`kofinsent.evaluate.EvalConfig` themselves, so a new training option is usable from a config at once); an
 experiment file holds only what it changes. Unknown keys and wrong types are errors naming the key.
 
-Paths starting with ``@`` point into the run directory: ``@dataset/train.jsonl``, ``@models/neox``,
-``@train/lora/adapter``, ``@export/llama/tiny-llama-f16.gguf``. Everything else is a path or a hub id, used as given.
+Paths starting with ``@`` point into the run directory: ``@dataset/train.jsonl``, ``@teacher/sharegpt.jsonl``,
+``@models/neox``, ``@train/lora/adapter``, ``@export/llama/tiny-llama-f16.gguf``. Everything else is a path or a hub id, used as given.
 
 Names that become paths are plain names (:data:`kofinsent.paths.NAME_PATTERN`, no ``..``): ``experiment.name``, the
 table names of ``[models]``, ``[train]``, ``[export]`` and ``[eval]``, ``export.NAME.name``. The runner clears a step's
@@ -16,34 +16,26 @@ directory its own step clears.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import itertools
 import json
 import re
 import tomllib
-import typing
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .config_sections import check_teacher, section_from_dataclass, teacher_section
 from .paths import NAME_RULE, check_name, is_safe_name, table_key
 
 REF = "@"
 TRAIN_SPLIT = "@dataset/train.jsonl"  # the default training data, and where kshot prompts draw their examples
-SECTIONS_WITH_OUTPUTS = ("dataset", "models", "train", "export")
+SECTIONS_WITH_OUTPUTS = ("dataset", "teacher", "models", "train", "export")
+SINGLE_SECTIONS = ("dataset", "teacher")  # @dataset/FILE, @teacher/FILE: one table, no NAME
 # the run's sub-directories that the runner clears before a step writes there (a crawl db must not live in one)
-CLEARED_DIRS = ("dataset", "models", "train", "export", "eval", "baselines")
+CLEARED_DIRS = ("dataset", "teacher", "models", "train", "export", "eval", "baselines")
 NAMED_TABLES = ("models", "train", "export", "eval")  # [TABLE.NAME] -> <run>/TABLE/NAME/
 
 
@@ -120,7 +112,8 @@ class DatasetSection(_Strict):
     stratify_stock: bool = False
     dedupe: bool = False
     allow_fewer: bool = False
-    sharegpt: Literal["label", "json"] | None = None  # also write sharegpt.jsonl (train) for the Unsloth engine
+    # also write sharegpt.jsonl (train): the price-label variant (kofinsent.dataset.sharegpt), not seed 000's data
+    sharegpt: Literal["label", "json"] | None = None
 
 
 class TinyModelSection(_Strict):
@@ -171,45 +164,29 @@ class ReportSection(_Strict):
     examples: int = Field(5, ge=0)
 
 
-def _section_from_dataclass(cls: type, name: str, drop: set[str], extra: dict[str, Any]) -> type[BaseModel]:
-    """A strict pydantic model with the dataclass's fields (types and defaults) minus ``drop``, plus ``extra``."""
-    hints = typing.get_type_hints(cls)
-    fields: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name in drop:
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = Field(default_factory=f.default_factory)
-        else:
-            default = ...
-        fields[f.name] = (hints[f.name], default)
-    fields.update(extra)
-    return create_model(name, __base__=_Strict, **fields)
-
-
 def _train_section() -> type[BaseModel]:
     from .train import TrainConfig
 
     # seeds: one adapter per training seed, in train/NAME/seed<k>/ (see ExperimentConfig.train_runs)
-    return _section_from_dataclass(
+    return section_from_dataclass(
         TrainConfig, "TrainSection", {"out", "resume", "overwrite", "extra", "data"},
-        {"engine": (Literal["hf", "unsloth"], "hf"), "data": (str, TRAIN_SPLIT), "seeds": (list[int] | None, None)})
+        {"engine": (Literal["hf", "unsloth"], "hf"), "data": (str, TRAIN_SPLIT), "seeds": (list[int] | None, None)},
+        _Strict)
 
 
 def _eval_section() -> type[BaseModel]:
     from .evaluate import EvalConfig
 
     # model and shots may be lists: the table then stands for every combination (seed 003's k-shot grid)
-    return _section_from_dataclass(
+    return section_from_dataclass(
         EvalConfig, "EvalSection", {"out", "overwrite", "resume", "data", "model", "shots", "train"},
         {"model": (str | list[str], ...), "shots": (int | list[int], 0), "data": (str, "@dataset/test.jsonl"),
-         "train": (str | None, None)})
+         "train": (str | None, None)}, _Strict)
 
 
 TrainSection = _train_section()
 EvalSection = _eval_section()
+TeacherSection = teacher_section(TRAIN_SPLIT, _Strict)  # [teacher]: see kofinsent.config_sections
 
 
 class ExperimentConfig(_Strict):
@@ -217,6 +194,8 @@ class ExperimentConfig(_Strict):
     replay: ReplaySection | None = None
     crawl: CrawlSection | None = None
     dataset: DatasetSection
+    # left out of model_dump while absent: a config without [teacher] dumps and hashes as before the table existed
+    teacher: TeacherSection | None = Field(None, exclude_if=lambda v: v is None)  # type: ignore[valid-type]
     models: dict[str, TinyModelSection] = {}
     train: dict[str, TrainSection] = {}  # type: ignore[valid-type]
     export: dict[str, ExportSection] = {}
@@ -243,6 +222,9 @@ class ExperimentConfig(_Strict):
                 raise ValueError("a [replay] experiment crawls synthetic data: set experiment.synthetic = true")
         if self.crawl is not None and self.crawl.since > self.crawl.until:
             raise ValueError(f"crawl.since ({self.crawl.since}) is after crawl.until ({self.crawl.until})")
+        if self.teacher is not None:
+            check_teacher(self.teacher, self.experiment.synthetic)
+            _check_ref(self, "teacher.data", self.teacher.data, own="teacher")
         for name, t in self.train.items():
             _check_seeds(name, t)
             for key in ("model", "data"):
@@ -381,6 +363,7 @@ class ExperimentConfig(_Strict):
             "experiment": self.experiment.seed,
             "replay": self.replay.seed if self.replay else None,
             "dataset": self.dataset.seed,
+            "teacher": self.teacher.seed if self.teacher is not None else None,
             "models": {n: m.seed for n, m in self.models.items()},
             "train": {n: self.training_seeds(n) if self.multi_seed(n) else self.training_seeds(n)[0]
                       for n in self.train},
@@ -524,14 +507,16 @@ def _check_ref(cfg: ExperimentConfig, key: str, value: str, own: str | None = No
     parts = value[len(REF):].split("/")
     if ".." in parts:
         raise ValueError(f"{key} = {value!r}: a run path stays inside the run: no '..'")
-    if own is not None and parts[:2] == own.split("/"):
+    if own is not None and parts[:len(own.split("/"))] == own.split("/"):
         raise ValueError(f"{key} = {value!r}: the runner clears {own}/ before this step runs, so an input there "
                          "would be deleted first; keep it elsewhere")
     head = parts[0]
-    if head not in SECTIONS_WITH_OUTPUTS or (head != "dataset" and len(parts) < 2):
-        raise ValueError(f"{key} = {value!r}: a run path starts with @dataset/, @models/NAME, @train/NAME or "
-                         f"@export/NAME")
-    if head == "dataset":
+    if head not in SECTIONS_WITH_OUTPUTS or (head not in SINGLE_SECTIONS and len(parts) < 2):
+        raise ValueError(f"{key} = {value!r}: a run path starts with @dataset/, @teacher/, @models/NAME, "
+                         "@train/NAME or @export/NAME")
+    if head in SINGLE_SECTIONS:
+        if getattr(cfg, head) is None:
+            raise ValueError(f"{key} = {value!r}: there is no [{head}] table")
         return
     defined = getattr(cfg, head)
     if parts[1] not in defined:

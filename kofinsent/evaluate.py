@@ -6,7 +6,8 @@ Modes:
 - ``generate``: the seed's way — greedy generation; the first ``[상승]``/``[하락]`` in the output is the answer,
   anything else is *invalid* and counted, never mapped to a class.
 - ``sentiment``: the seed 000 JSON sentiment chat, ``iterations`` times per item; strict JSON validity; sentiment > 0
-  -> ``[상승]``, < 0 -> ``[하락]``, 0 -> abstain.
+  -> ``[상승]``, < 0 -> ``[하락]``, 0 -> abstain. The item message names the stock when the record has a ``name``
+  (as the teacher's training chat); config.json and metrics.json record ``prompt_sha256`` and ``items_named``.
 
 Records are appended to predictions.jsonl batch by batch; metrics.json is written once all are in. ``resume``
 continues a run cut off halfway: the units (item x prompt, or item x iteration) already on disk are skipped, and the
@@ -274,7 +275,7 @@ def run_sentiment(backend: Backend, items: Sequence[dict[str, Any]], options: Ge
                   batch_size: int, progress: Progress = _noop, emit: Emit = _drop,
                   done: Collection[tuple[int, Any]] = ()) -> tuple[list[dict[str, Any]], float]:
     """``done``: (iteration, item id) pairs an earlier invocation scored; they are skipped."""
-    from .prompts.sentiment import direction, parse_lenient, parse_strict, sentiment_chat
+    from .prompts.sentiment import direction, parse_lenient, parse_strict, record_name, sentiment_chat
 
     records: list[dict[str, Any]] = []
     seconds = 0.0
@@ -283,7 +284,7 @@ def run_sentiment(backend: Backend, items: Sequence[dict[str, Any]], options: Ge
         opts = GenOptions(**{**asdict(options), "seed": options.seed + it_no})
         todo = [it for it in items if (it_no, it["id"]) not in done]
         for part in _batches(todo, batch_size):
-            chats = [sentiment_chat(it["title"]) for it in part]
+            chats = [sentiment_chat(it["title"], record_name(it)) for it in part]
             t0 = time.perf_counter()
             gens = backend.generate(chats, opts)
             seconds += time.perf_counter() - t0
@@ -328,6 +329,10 @@ def _run_config(cfg: EvalConfig, items: Sequence[dict[str, Any]]) -> dict[str, A
     config = {**asdict(cfg), "n_items": len(items), "data_sha256": sha256_file(cfg.data)}
     if cfg.prompt == "kshot" and cfg.train:
         config["train_sha256"] = sha256_file(cfg.train)
+    if cfg.method == "sentiment":
+        from .prompts.sentiment import prompt_record
+
+        config.update(prompt_record(items))
     return config
 
 
@@ -460,7 +465,9 @@ def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress
             run.write_predictions(records)
     boot = Bootstrap(seed=cfg.seed)  # cluster intervals when an item has several predictions
     if cfg.method == "sentiment":
-        result = M.sentiment_metrics(records, boot)
+        from .prompts.sentiment import prompt_record
+
+        result = {**M.sentiment_metrics(records, boot), **prompt_record(items)}
     else:
         gold, ids = [r["gold"] for r in records], [r["id"] for r in records]
         result = M.classification_metrics(gold, [r["pred"] for r in records], ids=ids, boot=boot)

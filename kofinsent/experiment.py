@@ -3,8 +3,10 @@
 ``runs/<experiment>/<UTC timestamp>-<git short sha>/`` holds config.toml (resolved, overrides applied),
 environment.json, run.json (which steps are done, with what), log.txt, and each step's outputs::
 
-    crawl/summary.json (+ forum.sqlite unless crawl.db points elsewhere)   dataset/   models/NAME/
+    crawl/summary.json (+ forum.sqlite unless crawl.db points elsewhere)   dataset/   teacher/   models/NAME/
     train/NAME/   export/NAME/   eval/NAME/   baselines/NAME/   compare/A__B.json
+
+The teacher step (:mod:`kofinsent.experiment_teacher`) resumes from its own records instead of being cleared.
 
 ``train.NAME.seeds = [0, 1, 2]`` trains one run per seed into train/NAME/seed<k>/ (one step each, so a rerun skips
 the finished seeds); evals of such a table run once per seed (eval/NAME-seed<k>/), see
@@ -148,6 +150,8 @@ class Experiment:
         if c.crawl is not None:
             out.append(("crawl", self.crawl))
         out.append(("dataset", self.dataset))
+        if c.teacher is not None:
+            out.append(("teacher", self.teacher))
         out += [(f"models/{n}", lambda n=n: self.tiny_model(n)) for n in c.models]
         out += [(f"train/{d}", lambda n=n, k=k: self.train(n, k)) for d, (n, k) in c.train_runs().items()]
         out += [(f"export/{n}", lambda n=n: self.export(n)) for n in c.export]
@@ -276,6 +280,11 @@ class Experiment:
             counts["n_sharegpt"] = export_sharegpt(out / "train.jsonl", out / "sharegpt.jsonl", d.sharegpt)
         return {"db_sha256": sha256_file(db), "train_sha256": sha256_file(out / "train.jsonl"),
                 "test_sha256": sha256_file(out / "test.jsonl"), **counts}
+
+    def teacher(self) -> dict[str, Any]:
+        from .experiment_teacher import run_teacher_step
+
+        return run_teacher_step(self.cfg, self.dir, self.path, self._fresh, self.log, self.progress)
 
     def tiny_model(self, name: str) -> dict[str, Any]:
         """A tiny random model whose tokenizer is trained on the run's own training titles (plus forum-style lines

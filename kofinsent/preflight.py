@@ -116,13 +116,19 @@ def requirements(cfg: ExperimentConfig, done: Collection[str] = ()) -> dict[Requ
         if step not in done:
             needs.setdefault(req, {})[step] = table
 
+    t = cfg.teacher
+    if t is not None and not t.standin:  # a stand-in is served by the step itself
+        for module in BACKENDS[t.backend].modules:
+            add(Module(module), "teacher", "teacher")
+        if BACKENDS[t.backend].server:
+            add(server_address(t.host, BACKENDS[t.backend].server), "teacher", "teacher")
     for run, (name, _) in cfg.train_runs().items():  # a multi-seed table: one step per seed
-        t, step, table = cfg.train[name], f"train/{run}", f"train.{name}"
-        if t.load_in_8bit or t.load_in_4bit:
+        tr, step, table = cfg.train[name], f"train/{run}", f"train.{name}"
+        if tr.load_in_8bit or tr.load_in_4bit:
             add(Module("bitsandbytes"), step, table)
-        for module in ENGINES[t.engine]:
+        for module in ENGINES[tr.engine]:
             add(Module(module), step, table)
-        if t.engine == "unsloth":
+        if tr.engine == "unsloth":
             add(Cuda(), step, table)
     for name, e in cfg.export.items():
         step, table = f"export/{name}", f"export.{name}"

@@ -11,8 +11,11 @@ The steps are Unsloth's documented Llama-3 conversational recipe:
    ``text`` column. The template ends every turn with ``<|eot_id|>``, so that is the EOS the tokenizer is given and
    the one generation stops at (the base Llama-3 tokenizer's own EOS is ``<|end_of_text|>``);
 3. TRL's ``SFTTrainer`` with a ``DataCollatorForSeq2Seq`` (dynamic padding, no packing), wrapped by
-   ``train_on_responses_only(trainer, instruction_part=<user header>, response_part=<assistant header>)``: only the
-   assistant reply and its ``<|eot_id|>`` carry loss, which is checked on the first example before training.
+   ``train_on_responses_only(trainer, instruction_part=<user header>, response_part=<assistant header>)``, then
+   :func:`final_reply_only`: only the last assistant reply and its ``<|eot_id|>`` carry loss, which is checked on the
+   first example before training. The teacher's conversations (``kofinsent dataset teacher``) are the evaluator's
+   whole chat, the five worked examples included, so the examples' replies are the same in every record: prompt,
+   read but not learned, as in the chat the model is evaluated on.
 
 The run directory has the HF engine's layout (:mod:`kofinsent.train`): ``config.json`` (resolved config, engine
 ``"unsloth"``, data sha256), ``environment.json``, ``trainer_log.jsonl``, ``checkpoint-*/`` (``--resume``),
@@ -173,6 +176,41 @@ def check_llama3_tokenizer(tokenizer: Any, model: str) -> None:
                          "uses the llama-3 chat template and needs a Llama-3 model")
 
 
+def final_reply_only(labels: Sequence[int], ignore: int = -100) -> list[int]:
+    """``labels`` with every kept span but the last set to ``ignore``: after ``train_on_responses_only`` each
+    assistant turn is one run of kept labels between masked user turns, so the last run is the final reply."""
+    out = list(labels)
+    end = len(out)
+    while end and out[end - 1] == ignore:
+        end -= 1
+    start = end
+    while start and out[start - 1] != ignore:
+        start -= 1
+    return [ignore] * start + out[start:]
+
+
+def _final_reply_only(batch: dict[str, list]) -> dict[str, list]:
+    return {"labels": [final_reply_only(x) for x in batch["labels"]]}
+
+
+class FinalReplyCollator:
+    """Wraps a data collator so that each batch's labels keep the final reply only: covers unsloth versions whose
+    ``train_on_responses_only`` masks in the collator instead of mapping the dataset (a second pass changes nothing)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, features: Any) -> Any:
+        batch = self.inner(features)
+        labels = batch.get("labels") if hasattr(batch, "get") else None
+        if labels is not None and hasattr(labels, "tolist"):
+            import torch
+
+            batch["labels"] = torch.tensor([final_reply_only(row) for row in labels.tolist()], dtype=labels.dtype,
+                                           device=labels.device)
+        return batch
+
+
 def check_response_labels(labels: Sequence[int], eot_id: int) -> None:
     """The first training example after ``train_on_responses_only``: some labels kept, the last kept one the
     ``<|eot_id|>`` that ends the reply (else the model never learns to stop)."""
@@ -220,7 +258,7 @@ def resolved_config(cfg: TrainConfig, data_sha: str, n_records: int, n_train: in
     choices and what loading the model found (``facts``)."""
     return {**dataclasses.asdict(cfg), "engine": "unsloth", "data_format": "sharegpt", "data_sha256": data_sha,
             "n_records": n_records, "n_train": n_train, "n_val": n_val, "chat_template": CHAT_TEMPLATE,
-            "loss_masking": "unsloth train_on_responses_only", "instruction_part": INSTRUCTION_PART,
+            "loss_masking": "unsloth train_on_responses_only, then the final assistant reply only", "instruction_part": INSTRUCTION_PART,
             "response_part": RESPONSE_PART, "eos_token": EOT, "max_seq_length": max_seq_length(cfg),
             "optimizer": OPTIMIZER, "gradient_checkpointing": "unsloth", "padding": "dynamic (per batch)", **facts}
 
@@ -309,6 +347,11 @@ def train_unsloth(cfg: TrainConfig) -> dict[str, Any]:
                          data_collator=DataCollatorForSeq2Seq(tokenizer=tokenizer),
                          callbacks=[log_callback(out / "trainer_log.jsonl")])
     trainer = train_on_responses_only(trainer, instruction_part=INSTRUCTION_PART, response_part=RESPONSE_PART)
+    for split in ("train_dataset", "eval_dataset"):  # as unsloth's own mapping of the labels
+        ds = getattr(trainer, split, None)
+        if ds is not None and "labels" in ds.column_names:
+            setattr(trainer, split, ds.map(_final_reply_only, batched=True))
+    trainer.data_collator = FinalReplyCollator(trainer.data_collator)
     check_response_labels(trainer.train_dataset[0]["labels"], facts["eos_token_id"])
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     metrics = run_metrics(trainer, result, resume_from)
@@ -328,5 +371,5 @@ def train_unsloth(cfg: TrainConfig) -> dict[str, Any]:
 
 
 __all__ = ["CHAT_TEMPLATE", "EOT", "INSTRUCTION_PART", "RESPONSE_PART", "TARGET_MODULES", "check_llama3_tokenizer",
-           "check_options", "check_response_labels", "load_sharegpt", "resolved_config", "sft_config_kwargs",
+           "check_options", "check_response_labels", "final_reply_only", "load_sharegpt", "resolved_config", "sft_config_kwargs",
            "train_unsloth", "unsupported_options"]

@@ -16,7 +16,8 @@ Where it runs: ``n_gpu_layers`` layers are offloaded to the GPU; by default all 
 built with GPU offload (CUDA, Metal, ...: ``llama_cpp.llama_supports_gpu_offload()``), else none (0).
 :meth:`LlamaCppBackend.identity` records the value, whether it was chosen or the default, and what the build
 supports. ``n_ctx`` defaults to 8192 tokens, seed 000's ``num_ctx``: the sentiment prompt with its five worked
-examples is ~3,500 tokens, more than llama.cpp's usual 2048.
+examples is ~3,400 characters (~1,000 Llama-3 tokens, estimated) plus up to 1,024 reply tokens, too close to
+llama.cpp's usual 2048.
 """
 from __future__ import annotations
 

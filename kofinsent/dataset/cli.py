@@ -94,12 +94,15 @@ def build(
 def sharegpt(
     data: Annotated[Path, typer.Option(help="a dataset JSONL, e.g. DIR/train.jsonl")],
     out: Annotated[Path, typer.Option(help="output JSONL: one {\"conversations\": [system, human, gpt]} per line")],
-    reply: Annotated[Reply, typer.Option(help="gpt turn: the label, or seed 000's JSON reply (reasoning is a "
-                                              "fixed sentence saying the answer comes from the price label)")]
+    reply: Annotated[Reply, typer.Option(help="gpt turn: the label, or the label in seed 000's JSON reply shape "
+                                              "(constant sentiment +-1, a fixed reasoning sentence saying the "
+                                              "answer comes from the price label)")]
         = Reply.label,
     confidence: Annotated[float, typer.Option(help="--reply json: the constant confidence value")] = 1.0,
 ) -> None:
-    """Write a ShareGPT JSONL for Unsloth (load it with datasets' json loader, then standardize_sharegpt)."""
+    """Write the PRICE-LABEL ShareGPT JSONL for Unsloth: constant targets from the price label, a Korean system
+    prompt and [제목] turns. Not seed 000's data (its replies come from a teacher and its chat is the evaluator's:
+    `kofinsent dataset teacher` writes that sharegpt.jsonl)."""
     from ..paths import OutputOverInputError
     from .errors import DatasetError
     from .sharegpt import export_sharegpt
@@ -108,7 +111,8 @@ def sharegpt(
         n = export_sharegpt(data, out, reply.value, confidence)
     except (DatasetError, OutputOverInputError, OSError) as e:
         _fail(e)
-    typer.echo(f"wrote {out}: {n} conversations")
+    typer.echo(f"wrote {out}: {n} conversations (price-label targets, not seed 000's teacher data: see "
+               "`kofinsent dataset teacher`)")
 
 
 class TeacherFormat(str, Enum):

@@ -1,13 +1,22 @@
-"""ShareGPT export for the Unsloth fine-tuning path (seed 000's workflow on seed 003's task).
+"""ShareGPT files for the Unsloth fine-tuning path, and the *price-label* export (seed 000's workflow on seed 003's
+task: targets from the price label, **not seed 000's data**).
 
-Shape: JSON Lines, one ``{"conversations": [system, human, gpt]}`` object per post, each turn ``{"value", "from"}``.
+Seed 000's data are the teacher's replies to the evaluator's sentiment chat: ``kofinsent dataset teacher`` writes them
+through :func:`chat_line` (the whole chat of :func:`kofinsent.prompts.sentiment.training_chat`, worked examples
+included, then the teacher's raw reply). What ``kofinsent dataset sharegpt`` (:func:`export_sharegpt`) writes is kept
+as the price-label variant: a Korean system prompt and ``[제목]:`` turns that the sentiment evaluator never sends, and
+constant targets (the label, or with ``reply="json"`` a fixed JSON per label). A model trained on it learns the
+format and the label, nothing a teacher said, and is not evaluated on the chat it was trained on; use it for seed
+003's task on the Unsloth engine, not to reproduce seed 000.
+
+Shape: JSON Lines, one ``{"conversations": [turn, ...]}`` object per post, each turn ``{"value", "from"}``.
 That is what ``unsloth.chat_templates.standardize_sharegpt`` (= ``unsloth_zoo.dataset_utils.standardize_data_formats``)
 reads from ``datasets.load_dataset("json", data_files=FILE, split="train")``: a ``conversations`` column of lists of
 two-key string dicts, roles among system/human/gpt. It tells the role key from the content key by which has fewer
 distinct values in the first 10 rows and, on a tie, takes the *second* key as the role; writing ``value`` before
 ``from`` keeps a tie (a file of one post: 3 roles vs 3 texts) resolving correctly.
 
-Turns:
+Turns of the price-label variant:
 * system: seed 003's instruction ("Model Training" section), character for character. With ``reply="json"`` its
   second line (answer with [상승]/[하락]) is replaced by a line asking for seed 000's JSON object instead.
 * human: ``[제목]: <title>``, the seed prompt's title line.
@@ -65,6 +74,20 @@ def sharegpt_record(system: str, human: str, gpt: str) -> dict[str, object]:
     ]}
 
 
+# chat roles -> ShareGPT's (the names standardize_sharegpt maps back: system/human/gpt)
+SHAREGPT_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
+
+
+def chat_record(chat: list[dict[str, str]]) -> dict[str, object]:
+    """A chat (``{"role", "content"}`` messages) as one ShareGPT line, message for message, texts as given."""
+    return {"conversations": [{"value": m["content"], "from": SHAREGPT_FROM[m["role"]]} for m in chat]}
+
+
+def chat_line(chat: list[dict[str, str]]) -> str:
+    """:func:`chat_record` as one JSON line, without its newline (UTF-8 text kept as is)."""
+    return json.dumps(chat_record(chat), ensure_ascii=False)
+
+
 def sharegpt_line(system: str, human: str, gpt: str) -> str:
     """:func:`sharegpt_record` as one JSON line, without its newline (UTF-8 text kept as is)."""
     return json.dumps(sharegpt_record(system, human, gpt), ensure_ascii=False)
@@ -75,7 +98,8 @@ def conversation(title: str, label: str, reply: str = "label", confidence: float
 
 
 def export_sharegpt(data: str | Path, out: str | Path, reply: str = "label", confidence: float = 1.0) -> int:
-    """Convert a dataset JSONL (``train.jsonl``/``test.jsonl``) to ShareGPT JSONL at ``out``; returns the count.
+    """Convert a dataset JSONL (``train.jsonl``/``test.jsonl``) to the price-label ShareGPT JSONL at ``out`` (see the
+    module docstring: not seed 000's data); returns the count.
 
     ``out`` that is ``data`` (by any spelling: ``..``, a symlink, a hard link) raises
     :class:`kofinsent.paths.OutputOverInputError` before anything is read: the atomic write would replace the dataset.

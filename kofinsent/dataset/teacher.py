@@ -17,8 +17,10 @@ Files in ``--out`` (the command owns these names there and touches no other file
   ``attempts``; accepted: ``reasoning``, ``sentiment``, ``confidence``, ``raw`` (the reply exactly as sent) and
   ``seed``; dropped: ``reason`` (its kind first: ``empty``, ``not_utf8``, ``not_json``, ``not_object``,
   ``schema``); both: ``rejected`` (each invalid attempt's seed, reason and raw reply) and the token counts;
-- ``sharegpt.jsonl``: one ``{"conversations": [system, human, gpt]}`` per accepted record (the ShareGPT shape of
-  :mod:`kofinsent.dataset.sharegpt`): the system prompt, the item message, and the raw reply as the gpt turn;
+- ``sharegpt.jsonl``: one ``{"conversations": [...]}`` per accepted record (the ShareGPT shape of
+  :mod:`kofinsent.dataset.sharegpt`): :func:`~kofinsent.prompts.sentiment.training_chat`, i.e. exactly the chat the
+  teacher was asked and the evaluator sends (system prompt, the five worked examples, the item message naming the
+  stock), then the raw reply as the last gpt turn;
 - ``datasheet.json`` (integer counts: accepted, accepted after a retry, dropped by reason, tokens, direction vs the
   price label; the config; the files' sha256) and a short ``datasheet.md``.
 
@@ -26,26 +28,37 @@ Resumable: ``teacher.jsonl`` (then ``sharegpt.jsonl``) is appended batch by batc
 records already there, without a request for them (none at all, the server check included, when all are done); the
 files then come out byte-identical to a run that was never interrupted. A run of other arguments in the same
 ``--out`` is refused naming the keys (``--overwrite`` starts over, deleting only the files above);
-``--concurrency`` and the spelling of ``--data`` (its sha256 counts) may change between invocations.
+``--concurrency``, ``--host`` (where the model is served, not which model: an experiment's loopback stand-in gets a
+new port each time) and the spelling of ``--data`` (its sha256 counts) may change between invocations.
+
+``synthetic``: the teacher is kofinsent's stand-in (:mod:`kofinsent.dataset.teacher_standin`, also recognised by its
+model name): the datasheet says SYNTHETIC, and so does every report that cites it.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ..backends import REGISTRY, Backend, GenOptions, get_backend
 from ..backends.options import BackendOptionError, backend_kwargs
 from ..paths import refuse_output_over_input, remove_file
-from ..prompts.sentiment import SYSTEM_PROMPT, check_strict, direction, json_schema, sentiment_chat, user_message
+from ..prompts.sentiment import (
+    check_strict,
+    direction,
+    json_schema,
+    prompt_sha256,
+    record_name,
+    sentiment_chat,
+    training_chat,
+)
 from ..runs import dumps, read_appended_jsonl, read_json, read_jsonl, sha256_file
 from .errors import DatasetConfigError, EmptyDatasetError
 from .export import atomic_write_text
-from .sharegpt import sharegpt_line
+from .sharegpt import chat_line
+from .teacher_standin import STANDIN_MODEL
 
 CONFIG_FILE = "teacher_config.json"
 TEACHER_FILE = "teacher.jsonl"
@@ -55,7 +68,7 @@ DATASHEET_MD = "datasheet.md"
 OWN_FILES = (CONFIG_FILE, TEACHER_FILE, SHAREGPT_FILE, DATASHEET_JSON, DATASHEET_MD)
 KIND = "kofinsent dataset teacher"
 # How the labels are fetched, not what they are: these may differ between the invocations of one run.
-NOT_RUN_KEYS = ("data", "concurrency")
+NOT_RUN_KEYS = ("data", "concurrency", "host")
 FORMATS = ("schema", "free")
 REASON_KINDS = ("empty", "not_utf8", "not_json", "not_object", "schema")
 OPENAI_CONCURRENCY = 4  # requests in flight by default on an OpenAI-compatible server
@@ -82,6 +95,11 @@ class TeacherConfig:
     n_gpu_layers: int | None = None  # llamacpp only (see kofinsent.backends.llamacpp)
     n_ctx: int | None = None         # llamacpp only
     overwrite: bool = False
+    synthetic: bool = False          # kofinsent's stand-in teacher (set by the experiment runner): not a model's labels
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.synthetic or self.model == STANDIN_MODEL
 
     @property
     def in_flight(self) -> int:
@@ -97,7 +115,8 @@ class TeacherConfig:
         except BackendOptionError as e:
             raise TeacherError(str(e)) from None
 
-    def validate(self) -> None:
+    def validate(self, check_files: bool = True) -> None:
+        """Raise on an option that cannot work; ``check_files=False`` checks the options alone (config loading)."""
         if self.backend not in REGISTRY:
             raise TeacherError(f"--backend must be one of {', '.join(REGISTRY)}, got {self.backend!r}")
         if self.format not in FORMATS:
@@ -113,15 +132,9 @@ class TeacherConfig:
         if not 0.0 <= self.temperature <= 2.0:
             raise TeacherError(f"--temperature must be within [0, 2], got {self.temperature}")
         self.backend_kwargs()
-        if not Path(self.data).is_file():
+        if check_files and not Path(self.data).is_file():
             raise TeacherError(f"--data {self.data}: no such file; pass a train.jsonl written by `kofinsent dataset "
                                "build`")
-
-
-def prompt_sha256() -> str:
-    """A digest of the prompt the teacher sends (system prompt, examples, item message shape) and of the schema."""
-    probe = sentiment_chat("{title}", "{name}") + sentiment_chat("{title}")
-    return hashlib.sha256(json.dumps([probe, json_schema()], ensure_ascii=False).encode()).hexdigest()
 
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:
@@ -146,13 +159,33 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
 def run_config(cfg: TeacherConfig, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """teacher_config.json: what defines the labels (options, input digest, prompt digest)."""
     options = {k: v for k, v in asdict(cfg).items() if k not in ("out", "overwrite")}
-    return {"kind": KIND, **options, "data_sha256": sha256_file(cfg.data), "n_records": len(items),
-            "prompt_sha256": prompt_sha256()}
+    return {"kind": KIND, **options, "synthetic": cfg.is_synthetic, "data_sha256": sha256_file(cfg.data),
+            "n_records": len(items), "prompt_sha256": prompt_sha256()}
 
 
-def _name(item: dict[str, Any]) -> str | None:
-    name = item.get("name")
-    return name if isinstance(name, str) and name.strip() else None
+# options added since the first teacher runs: a stored config without them ran at these values
+_DEFAULTS = {f.name: f.default for f in fields(TeacherConfig) if f.default is not MISSING}
+
+
+def config_diff(stored: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for each key that defines the labels and differs between two teacher_config.json."""
+    stored = {**{k: v for k, v in _DEFAULTS.items() if k in config}, **stored}
+    return [f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(stored) | set(config))
+            if k not in NOT_RUN_KEYS and stored.get(k) != config.get(k)]
+
+
+def previous_run_differs(cfg: TeacherConfig) -> list[str]:
+    """What :func:`run_teacher` would refuse ``cfg.out`` for (the differing keys of the teacher run there); [] when
+    it holds this run or none. The experiment runner clears such a directory instead of failing."""
+    path = Path(cfg.out) / CONFIG_FILE
+    if not path.is_file() or not Path(cfg.data).is_file():
+        return []
+    try:
+        stored = read_json(path)
+        config = run_config(cfg, load_records(cfg.data))
+    except (OSError, ValueError):
+        return ["teacher_config.json: unreadable"]
+    return config_diff(stored, config) if isinstance(stored, dict) else ["teacher_config.json: not an object"]
 
 
 def _inspect(cfg: TeacherConfig, config: dict[str, Any],
@@ -177,8 +210,7 @@ def _inspect(cfg: TeacherConfig, config: dict[str, Any],
                                "--out")
         if cfg.overwrite:
             return None, present
-        diff = [f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(stored) | set(config))
-                if k not in NOT_RUN_KEYS and stored.get(k) != config.get(k)]
+        diff = config_diff(stored, config)
         if diff:
             raise TeacherError(f"--out {out} holds a teacher run of other arguments ({'; '.join(diff)}); pass "
                                "--overwrite to start over or choose another --out")
@@ -230,7 +262,7 @@ def _text(raw: object) -> str:
 def label_batch(backend: Backend, cfg: TeacherConfig, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One teacher record per item (input order): attempt 1 for all, then the invalid ones again with the next seed,
     up to ``cfg.max_attempts``."""
-    chats = [sentiment_chat(it["title"], _name(it)) for it in items]
+    chats = [sentiment_chat(it["title"], record_name(it)) for it in items]
     state = [{"id": it["id"], "status": "dropped", "attempts": 0, "rejected": [], "prompt_tokens": 0,
               "completion_tokens": 0, "replies_without_token_counts": 0} for it in items]
     pending = list(range(len(items)))
@@ -266,12 +298,13 @@ def label_batch(backend: Backend, cfg: TeacherConfig, items: Sequence[dict[str, 
 
 
 def sharegpt_text(records: Sequence[dict[str, Any]], items_by_id: dict[Any, dict[str, Any]]) -> str:
-    """sharegpt.jsonl's lines for ``records``: system prompt, item message, the accepted raw reply as it came."""
+    """sharegpt.jsonl's lines for ``records``: the evaluator's chat for the record, message for message, then the
+    accepted raw reply as it came (:func:`~kofinsent.prompts.sentiment.training_chat`)."""
     lines = []
     for r in records:
         if r["status"] == "accepted":
             it = items_by_id[r["id"]]
-            lines.append(sharegpt_line(SYSTEM_PROMPT, user_message(it["title"], _name(it)), r["raw"]) + "\n")
+            lines.append(chat_line(training_chat(it["title"], record_name(it), r["raw"])) + "\n")
     return "".join(lines)
 
 
@@ -307,6 +340,7 @@ def datasheet(config: dict[str, Any], items: Sequence[dict[str, Any]], records: 
     completion = sum(r["completion_tokens"] for r in records)
     return {
         "kind": KIND,
+        "synthetic": bool(config.get("synthetic")),
         "counts": {
             "records": len(items), "labelled": len(records), "accepted": len(accepted),
             "accepted_first_attempt": by_attempt.get(1, 0),
@@ -337,13 +371,16 @@ def datasheet_md(sheet: dict[str, Any]) -> str:
             ("accepted after a retry", c["accepted_after_retry"]), ("dropped", c["dropped"]),
             ("replies (attempts)", c["replies"]), ("prompt tokens", t["prompt"]),
             ("completion tokens", t["completion"])]
-    lines = ["# Teacher labels", "",
-             f"Teacher `{cfg['model']}` through the `{cfg['backend']}` backend"
-             + (f" at {cfg['host']}" if cfg.get("host") else "")
-             + f"; format {cfg['format']}, temperature {cfg['temperature']}, up to {cfg['max_attempts']} attempts "
-               f"(seeds {cfg['seed']}..{cfg['seed'] + cfg['max_attempts'] - 1}). Replies are valid only when the raw "
-               "text is one JSON object of the schema (the evaluator's strict rule).", "",
-             "| | count |", "|---|---:|"]
+    lines = ["# Teacher labels", ""]
+    if sheet.get("synthetic"):
+        lines += [("**SYNTHETIC**: these replies come from kofinsent's deterministic stand-in server, not from a "
+                   "language model. They show that the pipeline runs; they are no one's judgement of a title."), ""]
+    lines += [f"Teacher `{cfg['model']}` through the `{cfg['backend']}` backend"
+              + (f" at {cfg['host']}" if cfg.get("host") else "")
+              + f"; format {cfg['format']}, temperature {cfg['temperature']}, up to {cfg['max_attempts']} attempts "
+                f"(seeds {cfg['seed']}..{cfg['seed'] + cfg['max_attempts'] - 1}). Replies are valid only when the "
+                "raw text is one JSON object of the schema (the evaluator's strict rule).", "",
+              "| | count |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     lines += ["", "Dropped by reason: " + (", ".join(f"{k} {v}" for k, v in c["dropped_by_reason"].items() if v)
                                           or "none") + ".",
@@ -399,7 +436,7 @@ def run_teacher(cfg: TeacherConfig, backend: Backend | None = None, progress: bo
 
             per_call = max(MIN_PER_CALL, cfg.in_flight)
             with tqdm(total=len(todo), desc=f"teacher {cfg.backend}:{Path(cfg.model).name}", unit="record",
-                      disable=not progress, dynamic_ncols=True) as bar:
+                      disable=not progress or None, dynamic_ncols=True) as bar:  # None: off when not a tty
                 for start in range(0, len(todo), per_call):
                     batch = label_batch(backend, cfg, todo[start:start + per_call])  # type: ignore[arg-type]
                     _append(out / TEACHER_FILE, "".join(dumps(r, lenient=True) + "\n" for r in batch))

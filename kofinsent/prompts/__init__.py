@@ -5,7 +5,8 @@ from .direction import CONTINUATIONS, INSTRUCTION, LABELS, SEED_EXAMPLES, Direct
 # prompts (every training and log-likelihood run) stays light.
 # ``sentiment.direction`` is exported as ``sentiment_direction``: the package attribute ``direction`` is the
 # ``direction`` submodule and must stay so.
-_SENTIMENT = ("SYSTEM_PROMPT", "EXAMPLES", "SentimentReply", "sentiment_chat", "user_message", "json_schema",
+_SENTIMENT = ("SYSTEM_PROMPT", "EXAMPLES", "SentimentReply", "sentiment_chat", "training_chat", "user_message",
+              "record_name", "prompt_sha256", "prompt_record", "json_schema",
               "parse_strict", "check_strict", "parse_lenient", "sentiment_direction")
 
 

@@ -4,11 +4,23 @@ Seed 000 sent its worked examples once and threw the reply away, so they never r
 is ``[system, (user, assistant) x 5, user(title)]``. Validity is strict (see ``parse_strict``): the reply exactly as
 sent must be one JSON object with ``reasoning``, ``sentiment`` in [-1, 1] and ``confidence`` in [0, 1], nothing else.
 ``parse_lenient`` (fences / prose stripped) exists to be reported under its own key, never in place of the strict one.
+
+One prompt for the teacher, the fine-tune and the evaluator. :func:`sentiment_chat` is what the evaluator sends and
+what the teacher is asked; :func:`training_chat` is that same chat with the teacher's reply as the last turn, which is
+what the fine-tune is trained on (``dataset teacher`` writes it as ShareGPT). The worked examples stay in the training
+chat: seed 000 trained on system prompt + item but measured base and fine-tune with the five-shot chat, so keeping the
+seed's measurement (the base model with its examples) and training on exactly what is measured means training with
+them. They cost ~3,400 characters (~1,000 Llama-3 tokens) per example instead of ~1,800 for system prompt + item; the
+loss covers the final reply only (:func:`kofinsent.train_unsloth.final_reply_only`), so the examples' replies are read,
+never learned. The item message names the stock when the record has a ``name`` (:func:`record_name`,
+:func:`user_message`), as the seed asked about "the potential short-term stock value of {company_name}".
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -100,6 +112,12 @@ def user_message(title: str, name: str | None = None) -> str:
     return NAMED_QUESTION.format(name=str(name).strip()) + article
 
 
+def record_name(record: Mapping[str, Any]) -> str | None:
+    """The stock name the item message gives for a dataset record: its ``name`` when that is a non-blank string."""
+    name = record.get("name")
+    return name if isinstance(name, str) and name.strip() else None
+
+
 def sentiment_chat(title: str, name: str | None = None) -> Chat:
     """``[system, (user, assistant) x 5, user(title)]`` — 12 messages; the last names the stock when ``name`` is
     given (:func:`user_message`)."""
@@ -109,6 +127,27 @@ def sentiment_chat(title: str, name: str | None = None) -> Chat:
         chat.append({"role": "assistant", "content": reply_json(reply)})
     chat.append({"role": "user", "content": user_message(title, name)})
     return chat
+
+
+def training_chat(title: str, name: str | None, reply: str) -> Chat:
+    """A fine-tuning example: :func:`sentiment_chat` message for message, then ``reply`` (the teacher's raw reply)
+    as the assistant turn. Everything before that turn is exactly what the evaluator sends for the same record."""
+    return [*sentiment_chat(title, name), {"role": "assistant", "content": reply}]
+
+
+def prompt_sha256() -> str:
+    """A digest of the chat's shape (system prompt, worked examples, item message with and without a stock name)
+    and of the reply schema: the teacher's config and the evaluator's sentiment runs record it, so runs made with
+    another prompt (e.g. before the item message named the stock) are told apart and never resumed as one."""
+    probe = sentiment_chat("{title}", "{name}") + sentiment_chat("{title}")
+    return hashlib.sha256(json.dumps([probe, json_schema()], ensure_ascii=False).encode()).hexdigest()
+
+
+def prompt_record(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a sentiment run records about its prompt (config.json and metrics.json): :func:`prompt_sha256` and
+    ``items_named``, how many item messages name the stock. Runs from before the item message could name the stock
+    have neither key, so they are told apart (and an old run is never resumed as a new one)."""
+    return {"prompt_sha256": prompt_sha256(), "items_named": sum(record_name(it) is not None for it in items)}
 
 
 class SentimentReply(BaseModel):

@@ -21,6 +21,7 @@ from .cite import Source
 BARE_MARKERS = ("config.json", "metrics.json", "predictions.jsonl")
 BASELINES = ("majority", "tfidf_kiwi", "tfidf_char")
 RETURNS = "returns.jsonl"  # the dataset's price calendar (kofinsent.dataset.export.write_returns)
+TEACHER_SHEET = "teacher/datasheet.json"  # the teacher step's counts (kofinsent.dataset.teacher.datasheet)
 # Prediction fields the report uses; the rest (prompts, chats, raw replies) is dropped on reading to save memory.
 KEEP = ("id", "title", "gold", "pred", "valid", "loglik", "prob_up", "sentiment", "confidence", "fewshot_seed",
         "iteration", "output")
@@ -169,6 +170,7 @@ class Run:
     notes: list[str] = field(default_factory=list)
     returns: list[dict[str, Any]] | None = None    # the dataset's returns.jsonl (price calendar), when there is one
     returns_file: str | None = None                # where returns came from, relative to the run (or absolute)
+    teacher: dict[str, Any] | None = None          # teacher/datasheet.json of the teacher step, when it ran
 
     @property
     def synthetic(self) -> bool:
@@ -288,6 +290,8 @@ def _experiment(path: Path, given: str) -> Run:
               _test_items(ds / "test.jsonl") if has_test else None, "dataset/test.jsonl" if has_test else None)
     if (ds / RETURNS).is_file():
         run.returns, run.returns_file = _returns(ds / RETURNS), f"dataset/{RETURNS}"
+    if (path / TEACHER_SHEET).is_file():
+        run.teacher = read_json_file(path / TEACHER_SHEET)
 
     if (path / "train").is_dir():
         for n in _ordered([d.name for d in (path / "train").iterdir() if d.is_dir()], list(config.get("train", {}))):

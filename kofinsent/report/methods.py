@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .cite import Part, Source, Text, lookup
-from .collect import Run, Step, Train
+from .collect import TEACHER_SHEET, Run, Step, Train
 from .paired import Family
 
 PACKAGES_SHOWN = ("kofinsent", "torch", "transformers", "peft", "bitsandbytes", "llama_cpp_python", "ollama",
@@ -107,6 +107,27 @@ def _data_paragraph(run: Run) -> Text | None:
     return p.text()
 
 
+def teacher_sentence(run: Run) -> Text | None:
+    """One sentence on the teacher step (seed 000's data step): the teacher, and the accepted / dropped counts cited
+    from teacher/datasheet.json; a stand-in's labels are called SYNTHETIC."""
+    sheet = run.teacher
+    if not isinstance(sheet, dict) or not isinstance(sheet.get("counts"), dict):
+        return None
+    src, cfg = run.src(TEACHER_SHEET, sheet), sheet.get("config") or {}
+    p = _Para().add("Teacher labels (seed 000's data step): ")
+    if sheet.get("synthetic"):
+        p.add("SYNTHETIC labels: kofinsent's deterministic stand-in server (", str(cfg.get("model")),
+              "), not a language model, ")
+    else:
+        p.add("the teacher ", str(cfg.get("model")), " through the ", str(cfg.get("backend")), " backend ")
+    p.add("answered the evaluator's sentiment chat (format ", str(cfg.get("format")), ", temperature ",
+          p.value(src, ("config", "temperature"), "g"), ", up to ", p.value(src, ("config", "max_attempts"), "int"),
+          " attempts) for each of ", src.num(("counts", "records"), "int"), " training titles: ",
+          src.num(("counts", "accepted"), "int"), " accepted (", src.num(("counts", "accepted_after_retry"), "int"),
+          " after a retry) and ", src.num(("counts", "dropped"), "int"), " dropped.")
+    return p.text()
+
+
 def _join(groups: list[list[Part | None]], sep: str = ", ") -> list[Part | None]:
     out: list[Part | None] = []
     for i, g in enumerate(groups):
@@ -191,6 +212,8 @@ def eval_sentence(step: Step) -> Text:
     if step.is_sentiment:
         p.add(", ", p.value(cfg, ("iterations",), "int"), " iterations per item, format ",
               str(step.config.get("format", "schema")))
+        if isinstance(step.config.get("items_named"), int):
+            p.add(", the item message naming the stock for ", cfg.num(("items_named",), "int"), " items")
     p.add(", seed ", p.value(cfg, ("seed",), "int"))
     if step.config.get("n_items") is not None:
         p.add(", on ", cfg.num(("n_items",), "int"), " test items")
@@ -312,6 +335,7 @@ def methods(run: Run) -> list[Text]:
         out.append(Text([f"Experiment {run.label}", *((" (seed ", seed, ")") if seed else ()),
                          f": {str(exp['description']).rstrip('.')}" if exp.get("description") else "", "."]))
     out.append(_data_paragraph(run))
+    out.append(teacher_sentence(run))
     out.append(_models_paragraph(run))
     out += [_train_paragraph(run, t) for t in run.trains]
     evals = [eval_sentence(s) for s in run.steps if s.kind == "eval"]

@@ -485,3 +485,16 @@ def test_main_serves_until_interrupted():
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("args", [["--charset", "latin1"], ["--start", "2018-13-01"], ["--signal", "2"],
+                                  ["--port", "x"]])
+def test_main_refuses_bad_options_before_serving(args):
+    # Each of these must fail before a socket is bound, so the default port being busy cannot hide the answer.
+    from typer.testing import CliRunner
+
+    from crawler.cli import app
+    from crawler.replay.__main__ import main
+
+    assert main(args) == 2
+    assert CliRunner().invoke(app, ["replay", *args]).exit_code == 2

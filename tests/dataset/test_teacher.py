@@ -210,9 +210,12 @@ def test_sharegpt_assistant_turn_is_the_raw_reply_byte_for_byte(data: Path, tmp_
     accepted = [(rec, t) for rec, t in zip(recs, teacher_lines) if t["status"] == "accepted"]
     assert len(convs) == len(accepted) == 5
     for conv, (rec, t) in zip(convs, accepted):
-        system, human, gpt = conv["conversations"]
-        assert [system["from"], human["from"], gpt["from"]] == ["system", "human", "gpt"]
-        assert system["value"] == SYSTEM_PROMPT and human["value"] == user_message(rec["title"], rec["name"])
+        # the evaluator's whole chat (system prompt, five worked examples, the item naming the stock), then the reply
+        turns = conv["conversations"]
+        assert [x["from"] for x in turns] == ["system"] + ["human", "gpt"] * 6
+        assert turns[0]["value"] == SYSTEM_PROMPT and turns[-2]["value"] == user_message(rec["title"], rec["name"])
+        assert [x["value"] for x in turns[:-1]] == [m["content"] for m in sentiment_chat(rec["title"], rec["name"])]
+        gpt = turns[-1]
         assert gpt["value"].encode("utf-8") == GOOD.encode("utf-8") == t["raw"].encode("utf-8")
         assert check_strict(gpt["value"])[0] is not None
 
@@ -386,7 +389,7 @@ def test_ollama_can_be_the_teacher(data: Path, tmp_path: Path) -> None:
     assert lines[0]["attempts"] == 2 and all(x["status"] == "accepted" for x in lines)
     sheet = json.loads((out / "datasheet.json").read_text("utf-8"))
     assert sheet["tokens"]["prompt"] > 0 and sheet["tokens"]["replies_without_token_counts"] == 0
-    assert [c["conversations"][2]["value"] for c in read_lines(out / "sharegpt.jsonl")] == [GOOD] * 6
+    assert [c["conversations"][-1]["value"] for c in read_lines(out / "sharegpt.jsonl")] == [GOOD] * 6
 
 
 def test_a_teacher_file_that_is_not_this_runs_is_refused(data: Path, tmp_path: Path) -> None:

@@ -113,3 +113,85 @@ def test_package_exports_without_shadowing_the_direction_module():
     assert P.SentimentReply is S.SentimentReply and P.json_schema is S.json_schema
     for name in P.__all__:
         getattr(P, name)
+
+
+# -- one prompt for training and evaluation (issue 14, point 3) --------------------------------------------------------
+def _records(path, n: int = 12) -> list[dict]:
+    from kofinsent.tiny import forum_titles
+
+    names = ("합성전자", "가상하이닉스", None)  # the third stock's records carry no name (an old db)
+    recs = [{"id": f"r{i}", "code": f"90001{i % 3}", "name": names[i % 3], "title": t,
+             "label": "[상승]" if i % 2 else "[하락]"} for i, t in enumerate(forum_titles(n, seed=7))]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    return recs
+
+
+def test_the_fine_tune_trains_on_exactly_the_chat_the_evaluator_sends(tmp_path, tiny_tokenizer):
+    """The same records go to `dataset teacher` (-> sharegpt.jsonl, what the fine-tune reads) and to the evaluator
+    (-> predictions.jsonl's context, what it sent): each training conversation minus its assistant turn equals the
+    evaluator's chat message for message, and, rendered with the llama-3 chat template as the Unsloth engine (whole
+    conversation) and the HF backend (chat + generation prompt) render them, token for token."""
+    from kofinsent.dataset.teacher import TeacherConfig, run_teacher
+    from kofinsent.dataset.teacher_standin import STANDIN_MODEL, TeacherStandin
+    from kofinsent.evaluate import EvalConfig, evaluate
+    from kofinsent.tiny import llama3_tokenizer
+    from kofinsent.train_unsloth import RESPONSE_PART, ROLES
+
+    data = tmp_path / "records.jsonl"
+    recs = _records(data)
+    with TeacherStandin() as server:
+        sheet, _ = run_teacher(TeacherConfig(backend="openai", model=STANDIN_MODEL, host=server.url, data=str(data),
+                                             out=str(tmp_path / "teacher")), progress=False)
+        metrics = evaluate(EvalConfig(backend="openai", model=STANDIN_MODEL, host=server.url, data=str(data),
+                                      out=str(tmp_path / "eval"), method="sentiment", prompt="sentiment-json"))
+    teacher = [json.loads(x) for x in (tmp_path / "teacher" / "teacher.jsonl").read_text("utf-8").splitlines()]
+    convs = [json.loads(x)["conversations"]
+             for x in (tmp_path / "teacher" / "sharegpt.jsonl").read_text("utf-8").splitlines()]
+    sent = {p["id"]: p["context"] for p in map(json.loads, (tmp_path / "eval" / "predictions.jsonl").open(encoding="utf-8"))}
+    accepted = [t["id"] for t in teacher if t["status"] == "accepted"]
+    assert len(convs) == len(accepted) >= 10
+    tok = llama3_tokenizer(tiny_tokenizer)
+    for rid, conv in zip(accepted, convs):
+        # what standardize_sharegpt hands the chat template: from/value -> role/content
+        messages = [{"role": ROLES[t["from"]], "content": t["value"]} for t in conv]
+        assert messages[-1]["role"] == "assistant"
+        assert messages[:-1] == sent[rid]  # message for message
+        train_text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        eval_text = tok.apply_chat_template(sent[rid], tokenize=False, add_generation_prompt=True)
+        prompt_part = train_text[:train_text.rindex(RESPONSE_PART) + len(RESPONSE_PART)]
+        assert prompt_part == eval_text
+        train_ids = tok(train_text, add_special_tokens=False)["input_ids"]
+        eval_ids = tok(eval_text, add_special_tokens=False)["input_ids"]
+        assert train_ids[:len(eval_ids)] == eval_ids  # token for token
+    # the stock is named where the record has a name, and both runs record the same prompt
+    items = {r["id"]: r for r in recs}
+    for rid, chat in sent.items():
+        name = items[rid]["name"]
+        assert chat[-1]["content"] == S.user_message(items[rid]["title"], name)
+        assert ("potential short-term stock value of " + name in chat[-1]["content"]) if name else \
+            chat[-1]["content"].startswith("<article>")
+    config = json.loads((tmp_path / "eval" / "config.json").read_text("utf-8"))
+    assert config["items_named"] == metrics["items_named"] == 8
+    assert config["prompt_sha256"] == metrics["prompt_sha256"] == sheet["config"]["prompt_sha256"] == S.prompt_sha256()
+
+
+def test_a_sentiment_run_from_before_the_named_item_message_is_not_resumed_as_one(tmp_path):
+    """Old runs sent the bare <article> for every item and recorded no prompt_sha256: --resume refuses to mix them
+    with named messages, naming the key."""
+    from kofinsent.dataset.teacher_standin import STANDIN_MODEL, TeacherStandin
+    from kofinsent.evaluate import EvalConfig, EvalConfigError, evaluate
+
+    data = tmp_path / "records.jsonl"
+    _records(data, 6)
+    out = tmp_path / "eval"
+    with TeacherStandin() as server:
+        cfg = EvalConfig(backend="openai", model=STANDIN_MODEL, host=server.url, data=str(data), out=str(out),
+                         method="sentiment", prompt="sentiment-json", iterations=2)
+        evaluate(cfg)
+        old = json.loads((out / "config.json").read_text("utf-8"))
+        for key in ("prompt_sha256", "items_named"):
+            old.pop(key)
+        (out / "config.json").write_text(json.dumps(old), encoding="utf-8")
+        (out / "metrics.json").unlink()
+        with pytest.raises(EvalConfigError, match="items_named: None -> 4; prompt_sha256: None -> "):
+            evaluate(EvalConfig(**{**cfg.__dict__, "resume": True}))

@@ -158,3 +158,73 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text("[experiment\nname = 1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(f"{bad}: not valid TOML")):
         load_config(bad)
+
+
+# -- [teacher]: seed 000's data step ---------------------------------------------------------------------------------
+TEACHER = {"backend": "openai", "host": "http://localhost:8000/v1", "model": "llama3-70b"}
+
+
+def test_a_teacher_table_parses_and_its_refs_resolve() -> None:
+    from kofinsent.config import validate
+
+    data = apply_overrides({**MINIMAL, "teacher": TEACHER}, ['train.lora.data="@teacher/sharegpt.jsonl"'])
+    cfg = validate(data)
+    t = cfg.teacher
+    assert (t.backend, t.model, t.data, t.max_attempts, t.format, t.standin) == (
+        "openai", "llama3-70b", "@dataset/train.jsonl", 3, "schema", False)
+    assert cfg.seeds()["teacher"] == 0
+    again = ExperimentConfig.model_validate(tomllib.loads(dump_toml(cfg)))
+    assert again.sha256() == cfg.sha256() and again.teacher == cfg.teacher
+    # a config without [teacher] hashes as before the table existed (its runs are still resumed)
+    assert "teacher" not in tomllib.loads(dump_toml(validate(MINIMAL)))
+    from kofinsent.dataset.teacher import TeacherConfig
+    from kofinsent.experiment import Experiment
+
+    exp = Experiment(cfg, Path("/r"))
+    assert exp.path("@teacher/sharegpt.jsonl") == "/r/teacher/sharegpt.jsonl"
+    assert [name for name, _ in exp.steps()][:2] == ["dataset", "teacher"]
+    import dataclasses
+
+    from kofinsent.config import TeacherSection
+
+    keys = {f.name for f in dataclasses.fields(TeacherConfig)} - {"out", "overwrite", "synthetic"}
+    assert set(TeacherSection.model_fields) == keys | {"standin"}  # the table follows the dataclass
+
+
+@pytest.mark.parametrize("teacher, overrides, expected", [
+    (None, ['train.lora.data="@teacher/sharegpt.jsonl"'],
+     "train.lora.data = '@teacher/sharegpt.jsonl': there is no [teacher] table"),
+    ({**TEACHER, "api_key": "sk-x"}, [], "teacher.api_key: unknown key"),  # the key comes from the environment only
+    ({"backend": "openai"}, [], "teacher.model: give the teacher's model"),
+    ({**TEACHER, "data": "@teacher/x.jsonl"}, [], "the runner clears teacher/ before this step runs"),
+    ({**TEACHER, "max_attempts": 0}, [], "teacher: --max-attempts must be an integer >= 1"),
+    ({**TEACHER, "backend": "gpt"}, [], "teacher: --backend must be one of"),
+    ({**TEACHER, "n_ctx": 4096}, [], "teacher: --n-ctx applies to --backend llamacpp, not openai"),
+    ({"standin": True}, [], "set experiment.synthetic = true"),
+    ({"standin": True, "host": "http://x/v1"}, ["experiment.synthetic=true"], "teacher.host must be unset"),
+    ({"standin": True, "backend": "ollama"}, ["experiment.synthetic=true"], 'use backend = "openai"'),
+    ({"standin": True, "model": "gpt-4"}, ["experiment.synthetic=true"], "leave teacher.model out"),
+])
+def test_bad_teacher_tables_name_the_key(teacher, overrides, expected) -> None:
+    data = {**MINIMAL, **({"teacher": teacher} if teacher is not None else {})}
+    assert expected in _err(data, *overrides)
+
+
+def test_seed000_is_the_seeds_protocol() -> None:
+    cfg = load_config(Path(EXPERIMENTS[0]).parent / "seed000_llama3_gguf.toml")
+    text = (Path(EXPERIMENTS[0]).parent / "seed000_llama3_gguf.toml").read_text(encoding="utf-8")
+    assert text.splitlines()[0] == "#   kofinsent run experiments/seed000_llama3_gguf.toml"  # opens with its command
+    t = cfg.teacher
+    assert t is not None and not t.standin and t.backend == "openai" and t.model and t.host
+    assert t.data == "@dataset/train.jsonl" and t.format == "schema" and t.max_attempts == 3
+    tr = cfg.train["llama3_unsloth"]
+    assert (tr.engine, tr.data, tr.epochs, tr.max_steps) == ("unsloth", "@teacher/sharegpt.jsonl", 1.0, None)
+    assert cfg.dataset.sharegpt is None  # the price-label export is not seed 000's data
+    assert cfg.export["llama3_ft"].quant == ["q4_k_m", "q5_k_m", "q8_0", "f16"]
+    runs = cfg.eval_runs()
+    assert len(runs) == 16 and all(r["method"] == "sentiment" and r["iterations"] == 15 for r in runs.values())
+    assert sorted({r["format"] for r in runs.values()}) == ["free", "schema"]
+    pairs = cfg.compare_pairs()
+    assert len(pairs) == 8 and all(a.startswith("base") and b.startswith("finetuned") for a, b in pairs)
+    assert all(runs[a]["format"] == runs[b]["format"] for a, b in pairs)  # base vs fine-tune, format for format
+    assert all(runs[a]["model"].rsplit("-", 1)[1] == runs[b]["model"].rsplit("-", 1)[1] for a, b in pairs)

@@ -184,6 +184,7 @@ def test_unsloth_without_the_gpu_extra_or_cuda(hide, have, monkeypatch: pytest.M
     have("bitsandbytes", "gguf", "llama_cpp", "kiwipiepy")
     hide("unsloth")
     monkeypatch.setattr(preflight, "cuda_available", lambda: False)
+    monkeypatch.setattr(preflight, "unreachable", lambda server, timeout=0: None)  # the teacher's server is up
     assert preflight.problems(load_config(SEED000)) == [
         'train/llama3_unsloth needs unsloth, which is not installed: pip install -e ".[gpu]" (on a CUDA machine)',
         'train/llama3_unsloth needs a CUDA GPU (engine = "unsloth") and torch sees none: run it on a machine with '
@@ -192,6 +193,22 @@ def test_unsloth_without_the_gpu_extra_or_cuda(hide, have, monkeypatch: pytest.M
     have("unsloth")
     monkeypatch.setattr(preflight, "cuda_available", lambda: True)
     assert preflight.problems(load_config(SEED000)) == []
+
+
+def test_seed000_teacher_needs_its_server_and_a_stand_in_needs_nothing(have, closed_port: int,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(SEED000)
+    assert _steps(cfg)[Server("localhost", 8000)] == ["teacher"]
+    assert all("teacher" not in steps for steps in _steps(cfg, done={"teacher"}).values())
+    url = f"http://127.0.0.1:{closed_port}/v1"
+    have("bitsandbytes", "gguf", "llama_cpp", "kiwipiepy", "unsloth")
+    monkeypatch.setattr(preflight, "cuda_available", lambda: True)
+    (line,) = preflight.problems(load_config(SEED000, [f'teacher.host="{url}"']))
+    assert line.startswith(f"teacher needs the server at {url} (127.0.0.1:{closed_port}: ")
+    assert line.endswith("): start the server or set teacher.host")
+    # the quickstart's stand-in is served by the step itself: nothing to check
+    assert load_config(QUICKSTART).teacher.standin
+    assert all("teacher" not in steps for steps in _steps(load_config(QUICKSTART)).values())
 
 
 # -- (c) the command line --------------------------------------------------------------------------------------------
@@ -248,6 +265,21 @@ def test_cli_resumed_run_skips_checks_of_done_steps(hide, have, no_steps, tmp_pa
     r = _run("--runs-dir", tmp_path, "--new")
     assert r.exit_code == 2 and "export/llama needs gguf" in r.stderr, r.output
     assert [p.name for p in (tmp_path / "quickstart").iterdir()] == [run.name]
+
+
+def test_seed000_check_passes_where_everything_is_there(have, no_steps, open_port: int, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kofinsent run experiments/seed000_llama3_gguf.toml --check` on a machine with the gpu and gguf extras, CUDA
+    and the teacher's server (here a listening port): the resolved config, [teacher] included, and exit 0."""
+    have("bitsandbytes", "gguf", "llama_cpp", "kiwipiepy", "unsloth")
+    monkeypatch.setattr(preflight, "cuda_available", lambda: True)
+    r = runner.invoke(app, ["run", str(SEED000), "--runs-dir", str(tmp_path), "--check",
+                            f'teacher.host="http://127.0.0.1:{open_port}/v1"'])
+    assert r.exit_code == 0, r.output
+    resolved = tomllib.loads(r.stdout)
+    assert resolved["teacher"]["model"] == "meta-llama/Meta-Llama-3-70B-Instruct" and "api_key" not in r.stdout
+    assert resolved["train"]["llama3_unsloth"]["data"] == "@teacher/sharegpt.jsonl"
+    assert list(tmp_path.iterdir()) == []  # --check runs nothing
 
 
 # -- (d) servers ----------------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def _json(path: Path) -> dict:
 def test_killed_run_resumes_in_the_same_directory(quickstart: dict) -> None:
     out = quickstart["second"]
     assert f"resuming {quickstart['run']}" in out
-    for step in ("crawl", "dataset", "models/neox", "models/llama", "train/neox_lora"):
+    for step in ("crawl", "dataset", "teacher", "models/neox", "models/llama", "train/neox_lora"):
         assert f"step {step}: done already, skipped" in out
     assert "step train/llama_lora: running" in out
     assert re.search(r"complete: .*quickstart", out)
@@ -97,7 +97,8 @@ def test_run_directory_records_config_environment_and_steps(quickstart: dict) ->
     state = _json(run / "run.json")
     assert state["synthetic"] is True and (run / "SYNTHETIC_DATA.txt").is_file()
     assert all(s["status"] == "done" for s in state["steps"].values())
-    assert {"crawl", "dataset", "train/neox_lora", "export/llama", "eval/neox_lora", "baselines", "report"} <= set(
+    assert {"crawl", "dataset", "teacher", "train/neox_lora", "export/llama", "eval/neox_lora", "baselines",
+            "report"} <= set(
         state["steps"])
     from kofinsent.config import ExperimentConfig, load_config
 
@@ -126,6 +127,37 @@ def test_dataset_and_training_outputs(quickstart: dict) -> None:
     assert (run / "train" / "llama_lora" / "merged" / "config.json").is_file()
     manifest = _json(run / "export" / "llama" / "manifest.json")
     assert [f["file"] for f in manifest["files"]] == ["llama-f16.gguf", "llama-q8_0.gguf"]
+
+
+def test_teacher_step_labelled_the_train_split_with_the_synthetic_stand_in(quickstart: dict) -> None:
+    """Seed 000's data step offline: every train title asked through the openai backend of the stand-in served on
+    127.0.0.1, its retry and drop paths taken, sharegpt.jsonl the evaluator's chat + the reply, SYNTHETIC in the
+    datasheet and in the report's methods, the numbers cited from teacher/datasheet.json."""
+    run = quickstart["run"]
+    sheet = _json(run / "teacher" / "datasheet.json")
+    c = sheet["counts"]
+    assert sheet["synthetic"] is True and sheet["config"]["model"] == "kofinsent-synthetic-teacher"
+    assert sheet["config"]["host"].startswith("http://127.0.0.1:") and sheet["config"]["backend"] == "openai"
+    assert c["records"] == c["labelled"] == 640 and c["accepted"] + c["dropped"] == 640
+    assert c["accepted_after_retry"] > 0 and c["dropped"] > 0
+    assert "**SYNTHETIC**" in (run / "teacher" / "datasheet.md").read_text(encoding="utf-8")
+    step = _json(run / "run.json")["steps"]["teacher"]
+    assert step["synthetic"] is True and step["accepted"] == c["accepted"] and step["dropped"] == c["dropped"]
+    from kofinsent.prompts.sentiment import sentiment_chat
+
+    train = [json.loads(line) for line in (run / "dataset" / "train.jsonl").open(encoding="utf-8")]
+    labels = [json.loads(line) for line in (run / "teacher" / "teacher.jsonl").open(encoding="utf-8")]
+    convs = [json.loads(line)["conversations"] for line in (run / "teacher" / "sharegpt.jsonl").open(encoding="utf-8")]
+    accepted = [(rec, t) for rec, t in zip(train, labels) if t["status"] == "accepted"]
+    assert [t["id"] for t in labels] == [r["id"] for r in train] and len(convs) == len(accepted) == c["accepted"]
+    for conv, (rec, t) in zip(convs[:50], accepted):
+        assert [x["value"] for x in conv[:-1]] == [m["content"] for m in sentiment_chat(rec["title"], rec["name"])]
+        assert rec["name"] in conv[-2]["value"] and conv[-1] == {"value": t["raw"], "from": "gpt"}
+    md = (quickstart["tmp"] / "reports" / "quickstart" / "report.md").read_text(encoding="utf-8")
+    line = next(x for x in md.splitlines() if x.startswith("Teacher labels"))
+    assert "SYNTHETIC" in line and f"{c['accepted']} accepted ({c['accepted_after_retry']} after a retry)" in line
+    rj = json.dumps(_json(quickstart["tmp"] / "reports" / "quickstart" / "report.json"))
+    assert '"file": "teacher/datasheet.json", "key": ["counts", "accepted"]' in rj
 
 
 def test_the_adapter_learns_the_cue_and_the_numbers_are_honest(quickstart: dict) -> None:

@@ -2,6 +2,7 @@
 directory, step references, and a failed step that stays undone."""
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,3 +66,67 @@ def test_run_paths_and_step_order(tmp_path: Path) -> None:
     assert exp.path("EleutherAI/polyglot-ko-1.3b") == "EleutherAI/polyglot-ko-1.3b"
     assert [name for name, _ in exp.steps()] == ["dataset", "models/m", "train/l", "export/g", "eval/base", "eval/g",
                                                  "baselines", "compare/g__majority", "report"]
+
+
+def _train_split(run: Path, n: int = 40) -> None:
+    from kofinsent.tiny import forum_titles
+
+    (run / "dataset").mkdir(parents=True)
+    recs = [{"id": f"900010-{i}", "code": "900010", "name": "합성전자" if i % 5 else None, "title": t,
+             "label": "[상승]" if i % 2 else "[하락]"} for i, t in enumerate(forum_titles(n, seed=2))]
+    (run / "dataset" / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs),
+                                                 encoding="utf-8")
+
+
+def test_teacher_step_with_the_stand_in_is_resumable_synthetic_and_keyless(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """[teacher] standin = true: the step serves the stand-in, writes teacher/ and is marked done only then; cut off
+    (teacher.jsonl torn, no datasheet), the same command goes on from its records, and the files end as a whole
+    run's. The environment's OpenAI key never reaches the loopback stand-in."""
+    from kofinsent.dataset import teacher_standin
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-the-stand-in")
+    served: list[teacher_standin.TeacherStandin] = []
+    real = teacher_standin.TeacherStandin.start
+
+    def start(self):
+        served.append(self)
+        return real(self)
+
+    monkeypatch.setattr(teacher_standin.TeacherStandin, "start", start)
+    cfg = _cfg("experiment.synthetic=true", "teacher.standin=true")
+    monkeypatch.setattr(Experiment, "steps", lambda self: [("teacher", self.teacher)])
+    run = tmp_path / "t" / "20260101T000000Z-abcdef0"
+    _train_split(run)
+    lines: list[str] = []
+    exp = Experiment(cfg, run, log=lines.append, progress=False)
+    exp.run()
+    state = read_json(run / "run.json")["steps"]["teacher"]
+    assert state["status"] == "done" and state["synthetic"] is True and state["records"] == 40
+    assert state["accepted"] + state["dropped"] == 40
+    t = run / "teacher"
+    whole = {p.name: p.read_bytes() for p in sorted(t.iterdir())}
+    assert set(whole) == {"teacher_config.json", "teacher.jsonl", "sharegpt.jsonl", "datasheet.json", "datasheet.md"}
+    assert json.loads(whole["datasheet.json"])["synthetic"] is True and b"**SYNTHETIC**" in whole["datasheet.md"]
+    assert any("SYNTHETIC stand-in" in line for line in lines)
+    assert served[0].replies >= 40 and served[0].keyed == 0
+    # cut off: the step not marked, half the records and a torn line left; the rerun asks only for the rest
+    state = read_json(run / "run.json")
+    state["steps"] = {}
+    (run / "run.json").write_text(json.dumps(state), encoding="utf-8")
+    kept = whole["teacher.jsonl"].decode().splitlines(keepends=True)[:16]
+    (t / "teacher.jsonl").write_text("".join(kept) + '{"id": "900010-16", "sta', encoding="utf-8")
+    for name in ("datasheet.json", "datasheet.md", "sharegpt.jsonl"):
+        (t / name).unlink()
+    Experiment(cfg, run, log=lines.append, progress=False).run()
+    assert {p.name: p.read_bytes() for p in sorted(t.iterdir())} == whole
+    assert read_json(run / "run.json")["steps"]["teacher"]["status"] == "done"
+    assert 24 <= served[1].replies < served[0].replies and served[1].keyed == 0
+    # a teacher run of other arguments in teacher/ (say, an older prompt) is cleared, not continued
+    cfg_json = json.loads(whole["teacher_config.json"])
+    (t / "teacher_config.json").write_text(json.dumps({**cfg_json, "prompt_sha256": "old"}), encoding="utf-8")
+    state["steps"] = {}
+    (run / "run.json").write_text(json.dumps(state), encoding="utf-8")
+    Experiment(cfg, run, log=lines.append, progress=False).run()
+    assert any("holds a teacher run of other arguments (prompt_sha256: 'old'" in line for line in lines)
+    assert (t / "teacher.jsonl").read_bytes() == whole["teacher.jsonl"] and served[2].replies == served[0].replies

@@ -22,8 +22,10 @@ from kofinsent.train_unsloth import (
     INSTRUCTION_PART,
     RESPONSE_PART,
     TARGET_MODULES,
+    FinalReplyCollator,
     check_llama3_tokenizer,
     check_response_labels,
+    final_reply_only,
     load_sharegpt,
     resolved_config,
     sft_config_kwargs,
@@ -187,6 +189,51 @@ def test_response_labels_must_end_with_eot():
         check_response_labels([-100, -100], eot_id=4)
     with pytest.raises(TrainError, match=r"end with token 12, not <\|eot_id\|> \(4\)"):
         check_response_labels([-100, 11, 12], eot_id=4)
+
+
+def test_only_the_final_reply_carries_loss():
+    M = -100
+    assert final_reply_only([M, 1, 2, M, M, 3, 4, M, 5, 6, M, M]) == [M] * 8 + [5, 6, M, M]
+    assert final_reply_only([M, M, 7, 8]) == [M, M, 7, 8] and final_reply_only([M, M]) == [M, M]
+    batch = FinalReplyCollator(lambda feats: {"labels": torch.tensor(feats), "input_ids": torch.tensor(feats)})(
+        [[M, 1, M, 2], [3, M, 4, M]])
+    assert batch["labels"].tolist() == [[M, M, M, 2], [M, M, 4, M]] and batch["input_ids"].tolist()[0][1] == 1
+
+
+def _responses_only(ids: list[int], tok) -> list[int]:
+    """What unsloth's train_on_responses_only keeps: the tokens after each assistant header up to the next user
+    header (here on the llama-3 chat template's headers, single tokens on the tiny llama-3 tokenizer)."""
+    resp = tok(RESPONSE_PART, add_special_tokens=False)["input_ids"]
+    inst = tok(INSTRUCTION_PART, add_special_tokens=False)["input_ids"]
+    labels, keep, i = [-100] * len(ids), False, 0
+    while i < len(ids):
+        if ids[i:i + len(resp)] == resp:
+            keep, i = True, i + len(resp)
+            continue
+        if ids[i:i + len(inst)] == inst:
+            keep = False
+        if keep:
+            labels[i] = ids[i]
+        i += 1
+    return labels
+
+
+def test_on_a_teacher_conversation_the_loss_is_the_teachers_reply_and_its_eot(tiny_tokenizer):
+    """A teacher record is the evaluator's five-shot chat + the reply: after train_on_responses_only the worked
+    examples' replies would carry loss too; final_reply_only leaves exactly the teacher's reply and <|eot_id|>."""
+    from kofinsent import tiny
+    from kofinsent.prompts.sentiment import training_chat
+
+    tok = tiny.llama3_tokenizer(tiny_tokenizer)
+    reply = '{"reasoning": "외국인 순매수", "sentiment": 0.5, "confidence": 0.8}'
+    text = tok.apply_chat_template(training_chat("삼성전자 가즈아", "삼성전자", reply), tokenize=False)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    every = _responses_only(ids, tok)
+    assert sum(x != -100 for x in every) > 5 * len(tok(reply, add_special_tokens=False)["input_ids"])
+    final = final_reply_only(every)
+    kept = [x for x in final if x != -100]
+    assert tok.decode(kept) == reply + EOT
+    check_response_labels(final, tok.convert_tokens_to_ids(EOT))
 
 
 # -- a real run: CUDA + unsloth ----------------------------------------------------------------------------------------
