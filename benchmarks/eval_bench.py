@@ -11,7 +11,7 @@ then the ratios cached / lm-eval (target >= 3) and cached / generate (target >= 
 compared too. Timings count scoring only: tokenization to the last score, not imports or model load.
 
 ``--auto-check`` measures ``--batch-size auto`` instead: items/s through the evaluator's own loops
-(:func:`kofinsent.evaluate.score_loglikelihood` / ``run_generate``, with the items per call ``kofinsent eval`` uses)
+(:func:`kofinsent.evaluation.evaluate.score_loglikelihood` / ``run_generate``, with the items per call ``kofinsent eval`` uses)
 at batch sizes 1, 16, 64 and auto, for the prefix-cached and the plain log-likelihood paths and for greedy generation
 (8 new tokens, as ``--method generate``), and prints auto / the best of the fixed ones (target >= 0.9: on a CPU auto
 must never be more than 10% slower than the best fixed batch size). Each setting is timed ``--repeats`` times,
@@ -127,7 +127,7 @@ def auto_check(model_dir: Path, titles: list[str], args: argparse.Namespace) -> 
 
     from kofinsent.backends import GenOptions
     from kofinsent.backends.hf import CPU_TOKEN_BUDGETS, HFBackend
-    from kofinsent.evaluate import (
+    from kofinsent.evaluation.evaluate import (
         EvalConfig,
         items_per_call,
         run_generate,

@@ -14,12 +14,12 @@ build    a random model of polyglot-ko-1.3b's exact shape (GPT-NeoX, 24 layers, 
          RoPE on 64 dims, vocab 30080: 1,331,810,304 parameters; benchmarks/train_bench.py's ``neox_config``),
          initialised on the GPU and saved as bf16 safetensors; the train / test titles.
 eval     ``kofinsent.backends.hf.HFBackend`` (bf16, prefix-cached log-likelihood) through the evaluator's own loop
-         (``kofinsent.evaluate.score_loglikelihood`` with the items per call ``kofinsent eval`` uses) at batch 16, 64
+         (``kofinsent.evaluation.evaluate.score_loglikelihood`` with the items per call ``kofinsent eval`` uses) at batch 16, 64
          and auto, items/s against the compute floor: ``peak FLOP/s / (2 x parameters x tokens per item)``, the tokens
          per item measured (the tokens of both requests after the shared prefix, ~17 x 2). Also the plain path at
          batch 64 (its argmax agreement with the cached path), a bf16 GEMM's measured TFLOP/s, and seed-style greedy
          generation (8 new tokens) one item at a time.
-train    ``kofinsent.train.train`` (the ``kofinsent train`` engine: HF Trainer, LoRA r 8 on query_key_value) for
+train    ``kofinsent.training.hf_trainer.train`` (the ``kofinsent train`` engine: HF Trainer, LoRA r 8 on query_key_value) for
          8-bit + LoRA and bf16 + LoRA (frozen weights stored in bf16, bf16 autocast), at the seed's batch 8 (3
          warm-up + 20 timed optimizer steps) and at ``--batch-size auto --effective-batch-size 256`` (the largest
          micro-batch that fits, searched on the card from a fresh cache, accumulation making up the rest; 2 + 10
@@ -218,7 +218,7 @@ def stage_eval(ctx: Ctx) -> None:
 
     from kofinsent.backends import GenOptions
     from kofinsent.backends.hf import HFBackend
-    from kofinsent.evaluate import EvalConfig, items_per_call, score_loglikelihood
+    from kofinsent.evaluation.evaluate import EvalConfig, items_per_call, score_loglikelihood
     from kofinsent.prompts.direction import CONTINUATIONS, seed2shot
 
     quiet()
@@ -336,12 +336,12 @@ def stage_eval(ctx: Ctx) -> None:
 
 # -- stage: train -------------------------------------------------------------------------------------------------------------
 def timed_train(ctx: Ctx, name: str, stop_at: float, **kw: Any) -> tuple[dict[str, Any], list[float]]:
-    """``kofinsent.train.train`` with a callback that timestamps every optimizer step's end and stops at ``stop_at``;
+    """``kofinsent.training.hf_trainer.train`` with a callback that timestamps every optimizer step's end and stops at ``stop_at``;
     the peak-memory counter restarts after the first step (so a row's peak is training's, not the micro-batch
     search's probes, which may have run out of memory on purpose)."""
     import torch
 
-    import kofinsent.train as KT
+    import kofinsent.training.hf_trainer as KT
 
     marks: list[float] = []
     original = KT.log_callback
@@ -376,7 +376,7 @@ def stage_train(ctx: Ctx) -> None:
     """The seed's batch 8, then ``batch_size="auto"`` at an effective batch of :data:`TRAIN_EFFECTIVE` (the
     micro-batch searched on the card, gradient accumulation making up the rest), for 8-bit and bf16 base weights, and
     bf16 with packing. samples/s = optimizer steps x effective batch / seconds, over the steps after the warm-up."""
-    import kofinsent.train as KT
+    import kofinsent.training.hf_trainer as KT
 
     quiet()
     effective = DRY_TRAIN_EFFECTIVE if ctx.dry else TRAIN_EFFECTIVE

@@ -7,7 +7,7 @@
 #   export PYTHONPATH=/tmp/site:$PWD
 # (see benchmarks/gpu_check.sh for the whole command).
 #
-# Carried: what `import kofinsent`, the hf backend, `kofinsent.train`, the eval / train / export CLIs and
+# Carried: what `import kofinsent`, the hf backend, `kofinsent.training.hf_trainer`, the eval / train / export CLIs and
 # benchmarks/gpu_check.py import (checked with an import trace) and the machine lacks:
 #   bitsandbytes (8-bit weights; one wheel with the kernels for CUDA 11.8-13.2: most of the folder's size),
 #   pydantic + pydantic-core + annotated-types + typing-inspection (+ typing-extensions, which pydantic needs recent),

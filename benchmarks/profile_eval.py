@@ -27,9 +27,8 @@ sys.path.insert(0, str(HERE.parent))
 
 def build(work: Path, dry: bool, device: str) -> tuple[str, int]:
     import torch
-    from transformers import GPTNeoXForCausalLM
-
     import train_bench as tb
+    from transformers import GPTNeoXForCausalLM
 
     from kofinsent import tiny
 

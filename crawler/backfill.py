@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Protocol
 
-from .errors import FetchError
-from .http import Fetcher
-from .records import Post
-from .sources import api as api_source
-from .sources import board_html
-from .store import Store
+from crawler.errors import FetchError
+from crawler.http import Fetcher
+from crawler.records import Post
+from crawler.sources import api as api_source
+from crawler.sources import board_html
+from crawler.store import Store
 
 API_URL = "https://stock.naver.com/api/community/discussion/posts/by-item"
 BOARD_URL = "https://finance.naver.com/item/board.naver"

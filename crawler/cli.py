@@ -20,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import CrawlerError
+from crawler.errors import CrawlerError
 
 app = typer.Typer(help="Crawl forum posts, daily prices and the stock universe from Naver.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -91,14 +91,14 @@ def parse_day(text: str, flag: str) -> date:
 def _fetcher(base_url: str | None, delay: float, retries: int, timeout: float, max_requests: int | None,
              cache_dir: Path | None, max_wait: float):
     """Options are checked (a ValueError naming the option) before anything touches the network or the db."""
-    from .http import Fetcher, HttpConfig
+    from crawler.http import Fetcher, HttpConfig
 
     return Fetcher(HttpConfig(delay=delay, retries=retries, timeout=timeout, max_requests=max_requests,
                               cache_dir=cache_dir, base_url=base_url, max_wait=max_wait))
 
 
 def _store(db: Path, readonly: bool = False):
-    from .store import Store
+    from crawler.store import Store
 
     return Store(db, readonly=readonly)
 
@@ -120,7 +120,7 @@ def posts(
 ) -> None:
     """Backfill forum posts of each stock in [since, until] (KST, inclusive). Resumes an interrupted crawl."""
     with _errors():
-        from .backfill import DateRange, backfill, progress_bar
+        from crawler.backfill import DateRange, backfill, progress_bar
 
         code_list = parse_codes(codes)
         rng = DateRange(parse_day(since, "--since"), parse_day(until, "--until"))
@@ -160,7 +160,7 @@ def prices(
 ) -> None:
     """Store adjusted daily bars (siseJson, fchart as fallback); halt days and empty bars are dropped."""
     with _errors():
-        from .prices import fetch_prices
+        from crawler.prices import fetch_prices
 
         code_list = parse_codes(codes)
         d0, d1 = parse_day(since, "--since"), parse_day(until, "--until")
@@ -197,7 +197,7 @@ def universe(
     Today's ranking is biased for a past period: pin the printed list in the experiment config.
     """
     with _errors():
-        from .universe import top_stocks
+        from crawler.universe import top_stocks
 
         before = parse_day(listed_before, "--listed-before") if listed_before else None
         fetcher = _fetcher(base_url, delay, retries, timeout, None, None, max_wait)
@@ -229,7 +229,7 @@ def export(
 
     Reads the db read-only (a read-only file or folder is fine) and never writes over it."""
     with _errors():
-        from .export import export_posts
+        from crawler.export import export_posts
 
         if out.exists() and db.exists() and os.path.samefile(out, db):
             raise UsageError(f"--out {out} is the --db file itself; write the JSON Lines to another path "
@@ -279,8 +279,8 @@ def replay(
 ) -> None:
     """Serve a deterministic synthetic Naver forum + price site on 127.0.0.1 until Ctrl-C (also: python -m
     crawler.replay). Point any crawl command at it with --base-url."""
-    from .replay.forum import SyntheticForum
-    from .replay.server import ReplayServer
+    from crawler.replay.forum import SyntheticForum
+    from crawler.replay.server import ReplayServer
 
     t0 = time.monotonic()
     with _errors():

@@ -6,8 +6,8 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from .records import KST
-from .store import Store
+from crawler.records import KST
+from crawler.store import Store
 
 EXPORT_FIELDS = ("code", "nid", "posted_at", "title", "author", "views", "likes", "dislikes", "is_blind", "source")
 

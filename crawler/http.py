@@ -31,9 +31,9 @@ import requests
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from .errors import BudgetExceeded, FetchError, ParseError, RateLimited, UnparseableResponse
-from .sources.blocks import check_response, interstitial
-from .sources.board_html import decode_html
+from crawler.errors import BudgetExceeded, FetchError, ParseError, RateLimited, UnparseableResponse
+from crawler.sources.blocks import check_response, interstitial
+from crawler.sources.board_html import decode_html
 
 BASE_URL_ENV = "KOFINSENT_NAVER_BASE_URL"
 NAVER_HOSTS = frozenset({

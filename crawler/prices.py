@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from .errors import BlockedError, BudgetExceeded, CrawlerError, FetchError, RateLimited
-from .http import Fetcher
-from .records import PriceBar
-from .sources import prices as price_source
+from crawler.errors import BlockedError, BudgetExceeded, CrawlerError, FetchError, RateLimited
+from crawler.http import Fetcher
+from crawler.records import PriceBar
+from crawler.sources import prices as price_source
 
 SISE_JSON_URL = "https://api.finance.naver.com/siseJson.naver"
 FCHART_URL = "https://fchart.stock.naver.com/sise.nhn"

@@ -14,13 +14,13 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from urllib.parse import quote
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from .errors import StoreError
-from .records import Post, PriceBar
+from crawler.errors import StoreError
+from crawler.records import Post, PriceBar
 
 APP_ID = "kofinsent-crawler"
 SCHEMA_VERSION = 1

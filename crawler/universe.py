@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date
 
-from .http import Fetcher
-from .prices import listing_date
-from .sources import universe as universe_source
-from .sources.board_html import decode_html
+from crawler.http import Fetcher
+from crawler.prices import listing_date
+from crawler.sources import universe as universe_source
+from crawler.sources.board_html import decode_html
 
 MARKET_SUM_URL = "https://finance.naver.com/sise/sise_market_sum.naver"
 MARKETS = {"KOSPI": 0, "KOSDAQ": 1}

@@ -187,12 +187,12 @@ class RunDir:
 
     def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False) -> None:
         self.path = Path(path)
-        # resume: the caller checks that the run there is its own (kofinsent.evaluate compares config.json)
+        # resume: the caller checks that the run there is its own (kofinsent.evaluation.evaluate compares config.json)
         if self.path.exists() and any((self.path / m).exists() for m in RUN_MARKERS) and not (overwrite or resume):
             raise RunDirError(f"{self.path} already holds a run; pass --overwrite or choose another --out")
         self.path.mkdir(parents=True, exist_ok=True)
         if overwrite:
-            from .paths import remove_file
+            from kofinsent.paths import remove_file
 
             # only the run's own files, and only inside this directory (checked after resolving symlinks)
             for m in RUN_MARKERS + ("environment.json",):

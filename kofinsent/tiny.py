@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .prompts.direction import CONTINUATIONS, INSTRUCTION, LABELS, SEED_EXAMPLES, seed2shot
+from kofinsent.prompts.direction import CONTINUATIONS, INSTRUCTION, LABELS, SEED_EXAMPLES, seed2shot
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

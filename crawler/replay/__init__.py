@@ -25,10 +25,10 @@ is not re-exported here, because crawler.cli imports this package and the import
 """
 from __future__ import annotations
 
-from .faults import FAULT_KINDS, Fault, FaultPlan
-from .forum import CUE_DOWN, CUE_UP, DEFAULT_CODES, EPOCH, NID_CALIBRATION, SyntheticForum, nid_at
-from .krx import KRX_HOLIDAYS, SESSION_CLOSE, is_market_day
-from .render import (
+from crawler.replay.faults import FAULT_KINDS, Fault, FaultPlan
+from crawler.replay.forum import CUE_DOWN, CUE_UP, DEFAULT_CODES, EPOCH, NID_CALIBRATION, SyntheticForum, nid_at
+from crawler.replay.krx import KRX_HOLIDAYS, SESSION_CLOSE, is_market_day
+from crawler.replay.render import (
     API_BOOLEANS,
     API_DEFAULT_PAGE_SIZE,
     API_MAX_PAGE_SIZE,
@@ -61,7 +61,7 @@ from .render import (
     render_navi,
     render_sise_json,
 )
-from .server import LoggedRequest, ReplayServer
+from crawler.replay.server import LoggedRequest, ReplayServer
 
 __all__ = [
     "API_BOOLEANS", "API_DEFAULT_PAGE_SIZE", "API_MAX_PAGE_SIZE", "API_PATH", "API_REQUIRED", "BLOCK_PHRASE",

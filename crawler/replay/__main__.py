@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from ..cli import replay
+from crawler.cli import replay
 
 PROG = "python -m crawler.replay"
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from ..records import Post
-from .render import (
+from crawler.records import Post
+from crawler.replay.render import (
     API_PATH,
     CHANGED_API_BODY,
     CHANGED_BOARD_PAGE,

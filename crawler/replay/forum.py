@@ -39,8 +39,8 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from ..records import Post, PriceBar, RankedStock
-from .krx import SESSION_CLOSE, calendar_days, is_market_day, on_tick
+from crawler.records import Post, PriceBar, RankedStock
+from crawler.replay.krx import SESSION_CLOSE, calendar_days, is_market_day, on_tick
 
 DEFAULT_CODES: dict[str, str] = {"900010": "합성전자", "900020": "가상하이닉스", "900030": "모의바이오"}
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
-from ..records import Post, PriceBar, RankedStock
-from .krx import on_tick
+from crawler.records import Post, PriceBar, RankedStock
+from crawler.replay.krx import on_tick
 
 # The offset the site itself sends for the first page (-Long.MAX_VALUE): "start at the newest post".
 NEWEST_OFFSET = "-9223372036854775807"

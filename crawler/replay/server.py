@@ -18,10 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from ..records import Post, PriceBar
-from .faults import FaultPlan, fault_response, shown_posts, spa_redirect
-from .forum import PHRASES, SyntheticForum
-from .render import (
+from crawler.records import Post, PriceBar
+from crawler.replay.faults import FaultPlan, fault_response, shown_posts, spa_redirect
+from crawler.replay.forum import PHRASES, SyntheticForum
+from crawler.replay.render import (
     API_BOOLEANS,
     API_DEFAULT_PAGE_SIZE,
     API_MAX_PAGE_SIZE,

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import ParseError
-from ..records import Post
+from crawler.errors import ParseError
+from crawler.records import Post
 
 WHAT = "community API response"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urljoin, urlsplit
 
-from ..errors import BlockedError
+from crawler.errors import BlockedError
 
 BLOCK_PAGE_MAX_CHARS = 20_000  # real board pages are far larger; the block page is about 2.7 KB
 BLOCK_PHRASES = ("페이지를 찾을 수 없습니다", "접근이 차단되었습니다")

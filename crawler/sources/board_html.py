@@ -11,8 +11,8 @@ from datetime import datetime
 
 from bs4 import BeautifulSoup, Tag
 
-from ..errors import ParseError
-from ..records import Post
+from crawler.errors import ParseError
+from crawler.records import Post
 
 WHAT = "board list page"
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
-from ..errors import ParseError
-from ..records import PriceBar
-from .board_html import decode_bytes
+from crawler.errors import ParseError
+from crawler.records import PriceBar
+from crawler.sources.board_html import decode_bytes
 
 SISE_WHAT = "siseJson body"
 FCHART_WHAT = "fchart XML"

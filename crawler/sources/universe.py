@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from bs4 import BeautifulSoup, Tag
 
-from ..errors import ParseError
-from ..records import RankedStock
-from .board_html import navi_pages
+from crawler.errors import ParseError
+from crawler.records import RankedStock
+from crawler.sources.board_html import navi_pages
 
 WHAT = "market-sum page"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .base import Backend, BackendError, Chat, GenOptions, Generation, MissingExtraError, Prompt
+from kofinsent.backends.base import Backend, BackendError, Chat, Generation, GenOptions, MissingExtraError, Prompt
 
 REGISTRY: dict[str, str] = {
     "hf": "kofinsent.backends.hf:HFBackend",

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria
 
-from .base import BackendError, Generation, GenOptions, Prompt
-from .hf_batching import (
+from kofinsent.backends.base import BackendError, Generation, GenOptions, Prompt
+from kofinsent.backends.hf_batching import (
     AUTO,
     AUTO_ITEMS_PER_CALL,
     CPU_DEFAULT_BATCH,
@@ -39,8 +39,19 @@ from .hf_batching import (
     TokenBudgetBatching,
     budget_cache_file,
 )
-from .hf_prefix_cache import PREFIX_KV, SHARED_PREFIX_ATTENTION, PrefixCachedScoring, shared_prefix_attention
-from .lmeval_tokens import adds_special_tokens, lm_eval_max_length, lm_eval_pair, move_whitespace, prefix_token_id
+from kofinsent.backends.hf_prefix_cache import (
+    PREFIX_KV,
+    SHARED_PREFIX_ATTENTION,
+    PrefixCachedScoring,
+    shared_prefix_attention,
+)
+from kofinsent.backends.lmeval_tokens import (
+    adds_special_tokens,
+    lm_eval_max_length,
+    lm_eval_pair,
+    move_whitespace,
+    prefix_token_id,
+)
 
 DTYPES: dict[str, Any] = {"auto": "auto", "float32": torch.float32, "float16": torch.float16,
                           "bfloat16": torch.bfloat16}

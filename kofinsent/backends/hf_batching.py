@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..cache import cache_file, read_cache, update_cache
+from kofinsent.cache import cache_file, read_cache, update_cache
 
 AUTO = "auto"
 CPU_DEFAULT_BATCH = 16          # the default on a CPU (no "auto" unless asked for)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .lmeval_tokens import move_whitespace
+from kofinsent.backends.lmeval_tokens import move_whitespace
 
 SHARED_PREFIX_ATTENTION = "kofinsent_shared_prefix"
 

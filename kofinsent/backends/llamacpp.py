@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import BackendError, Chat, Generation, GenOptions, MissingExtraError, Prompt
+from kofinsent.backends.base import BackendError, Chat, Generation, GenOptions, MissingExtraError, Prompt
 
 
 def _import_llama_cpp() -> Any:
@@ -81,7 +81,7 @@ class LlamaCppBackend:
     def __init__(self, model: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None, n_batch: int = 512,
                  seed: int = 0, chat_format: str | None = None, verbose: bool = False, *, kv_f32: bool = True,
                  prefix_cache: bool = True, n_gpu_layers: int | None = None, logits_all: bool = True) -> None:
-        from .options import BackendOptionError, check_llamacpp_options
+        from kofinsent.backends.options import BackendOptionError, check_llamacpp_options
 
         llama_cpp = _import_llama_cpp()
         try:

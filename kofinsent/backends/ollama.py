@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .base import BackendError, Chat, GenOptions, Generation, MissingExtraError, Prompt
+from kofinsent.backends.base import BackendError, Chat, Generation, GenOptions, MissingExtraError, Prompt
 
 DEFAULT_HOST = "http://localhost:11434"  # where `ollama serve` listens unless told otherwise
 

@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from .base import BackendError, Chat, Generation, GenOptions, Prompt
+from kofinsent.backends.base import BackendError, Chat, Generation, GenOptions, Prompt
 
 DEFAULT_HOST = "http://localhost:8000/v1"  # where `vllm serve` listens unless told otherwise
 KEY_ENV = "OPENAI_API_KEY"

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import __version__
-from . import clean
-from . import datasheet as ds
-from .errors import DatasetConfigError, EmptyDatasetError, MissingPricesError
-from .export import records_frame, staged_dir, write_jsonl, write_parquet, write_returns
-from .labels import REASONS, RULES, PriceCalendar, coverage_gaps, label_posts
-from .sampling import SAMPLE_STREAM, SPLIT_STREAM, sample_per_label, sort_posts
-from .source import read_db, sha256_file
-from .splits import check_split_options, split_frame
+from kofinsent import __version__
+from kofinsent.dataset import clean
+from kofinsent.dataset import datasheet as ds
+from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError, MissingPricesError
+from kofinsent.dataset.export import records_frame, staged_dir, write_jsonl, write_parquet, write_returns
+from kofinsent.dataset.labels import REASONS, RULES, PriceCalendar, coverage_gaps, label_posts
+from kofinsent.dataset.sampling import SAMPLE_STREAM, SPLIT_STREAM, sample_per_label, sort_posts
+from kofinsent.dataset.source import read_db, sha256_file
+from kofinsent.dataset.splits import check_split_options, split_frame
 
 DATA_FILES = ("train.jsonl", "test.jsonl", "train.parquet", "test.parquet")
 RETURNS_FILE = "returns.jsonl"  # the price calendar: one line per stock and traded day (export.write_returns)

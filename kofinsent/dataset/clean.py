@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DatasetConfigError
+from kofinsent.dataset.errors import DatasetConfigError
 
 # Zero-width space and BOM carry no text and make identical titles compare unequal. ZWJ/ZWNJ are kept: they join
 # emoji sequences.

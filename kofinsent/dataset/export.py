@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..paths import remove_file, remove_tree
+from kofinsent.paths import remove_file, remove_tree
 
 if TYPE_CHECKING:
-    from .labels import PriceCalendar
+    from kofinsent.dataset.labels import PriceCalendar
 
 COLUMNS = ("id", "code", "name", "nid", "posted_at", "title", "label", "rule", "move_date", "close_prev", "close",
            "return")

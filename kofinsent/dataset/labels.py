@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import CoverageGap
+from kofinsent.dataset.errors import CoverageGap
 
 RULES = ("same-day", "next-session")
 UP, DOWN = "[상승]", "[하락]"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import TooFewPostsError
-from .labels import LABELS
+from kofinsent.dataset.errors import TooFewPostsError
+from kofinsent.dataset.labels import LABELS
 
 SAMPLE_STREAM = 0
 SPLIT_STREAM = 1

@@ -32,11 +32,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..paths import refuse_output_over_input
-from ..prompts.direction import INSTRUCTION
-from .errors import DatasetConfigError, EmptyDatasetError
-from .export import atomic_write_text
-from .labels import DOWN, UP
+from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError
+from kofinsent.dataset.export import atomic_write_text
+from kofinsent.dataset.labels import DOWN, UP
+from kofinsent.paths import refuse_output_over_input
+from kofinsent.prompts.direction import INSTRUCTION
 
 # The seed 003 instruction, from the one place training and evaluation read it.
 SEED_INSTRUCTION = INSTRUCTION

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .errors import DatasetConfigError
+from kofinsent.dataset.errors import DatasetConfigError
 
 _CHUNK = 200_000
 

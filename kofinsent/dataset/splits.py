@@ -19,8 +19,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from .errors import DatasetConfigError, EmptyDatasetError
-from .sampling import SPLIT_STREAM, rng_for
+from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError
+from kofinsent.dataset.sampling import SPLIT_STREAM, rng_for
 
 SPLITS = ("random", "chronological")
 _DAY_S = 86_400

@@ -42,10 +42,14 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..backends import REGISTRY, Backend, GenOptions, get_backend
-from ..backends.options import BackendOptionError, backend_kwargs
-from ..paths import refuse_output_over_input, remove_file
-from ..prompts.sentiment import (
+from kofinsent.backends import REGISTRY, Backend, GenOptions, get_backend
+from kofinsent.backends.options import BackendOptionError, backend_kwargs
+from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError
+from kofinsent.dataset.export import atomic_write_text
+from kofinsent.dataset.sharegpt import chat_line
+from kofinsent.dataset.teacher_standin import STANDIN_MODEL
+from kofinsent.paths import refuse_output_over_input, remove_file
+from kofinsent.prompts.sentiment import (
     check_strict,
     direction,
     json_schema,
@@ -54,11 +58,7 @@ from ..prompts.sentiment import (
     sentiment_chat,
     training_chat,
 )
-from ..runs import dumps, read_appended_jsonl, read_json, read_jsonl, sha256_file
-from .errors import DatasetConfigError, EmptyDatasetError
-from .export import atomic_write_text
-from .sharegpt import chat_line
-from .teacher_standin import STANDIN_MODEL
+from kofinsent.runs import dumps, read_appended_jsonl, read_json, read_jsonl, sha256_file
 
 CONFIG_FILE = "teacher_config.json"
 TEACHER_FILE = "teacher.jsonl"

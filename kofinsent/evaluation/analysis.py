@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .clusters import Bootstrap, Clusters, ratio_ci
+from kofinsent.evaluation.clusters import Bootstrap, Clusters, ratio_ci
 
 UP, DOWN = "[상승]", "[하락]"
 ECE_BINS = 10
@@ -82,7 +82,7 @@ def group_accuracy(records: Sequence[Mapping[str, Any]], items: Mapping[str, Map
         if repeated:
             ci = ratio_ci(clusters, ok, boot=boot)
         else:
-            from ..metrics import wilson_ci
+            from kofinsent.evaluation.metrics import wilson_ci
 
             ci = wilson_ci(k, m)
         out[g] = {"n": clusters.n_items, "n_predictions": m, "correct": k, "accuracy": k / m, "ci95": ci,

@@ -1,5 +1,13 @@
 """Prompts shared by training and evaluation."""
-from .direction import CONTINUATIONS, INSTRUCTION, LABELS, SEED_EXAMPLES, DirectionPrompt, kshot, seed2shot
+from kofinsent.prompts.direction import (
+    CONTINUATIONS,
+    INSTRUCTION,
+    LABELS,
+    SEED_EXAMPLES,
+    DirectionPrompt,
+    kshot,
+    seed2shot,
+)
 
 # The sentiment prompt needs pydantic (~0.2 s to import): loaded on first use so that importing the direction
 # prompts (every training and log-likelihood run) stays light.
@@ -12,7 +20,7 @@ _SENTIMENT = ("SYSTEM_PROMPT", "EXAMPLES", "SentimentReply", "sentiment_chat", "
 
 def __getattr__(name: str):
     if name in _SENTIMENT:
-        from . import sentiment
+        from kofinsent.prompts import sentiment
 
         return getattr(sentiment, "direction" if name == "sentiment_direction" else name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

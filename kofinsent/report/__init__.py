@@ -5,9 +5,9 @@ Public API: :func:`build_report` (write everything), :func:`assemble` (the conte
 """
 from __future__ import annotations
 
-from .build import Report, assemble, build_report
-from .collect import ReportError, Run, Step, load_run, load_runs
-from .escape import latex_escape, md_escape, shorten
+from kofinsent.report.build import Report, assemble, build_report
+from kofinsent.report.collect import ReportError, Run, Step, load_run, load_runs
+from kofinsent.report.escape import latex_escape, md_escape, shorten
 
 __all__ = ["Report", "ReportError", "Run", "Step", "assemble", "build_report", "latex_escape", "load_run",
            "load_runs", "md_escape", "shorten"]

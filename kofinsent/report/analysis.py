@@ -13,13 +13,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ..evaluation import analysis as A
-from ..evaluation.clusters import Bootstrap
-from .cite import Derived, Num, Text, derived, text
-from .collect import Run, Step
-from .escape import shorten
-from .examples import TITLE_CHARS, _confidence, _pred_label, _score
-from .tables import NA, Column, Table
+from kofinsent.evaluation import analysis as A
+from kofinsent.evaluation.clusters import Bootstrap
+from kofinsent.report.cite import Derived, Num, Text, derived, text
+from kofinsent.report.collect import Run, Step
+from kofinsent.report.escape import shorten
+from kofinsent.report.examples import TITLE_CHARS, _confidence, _pred_label, _score
+from kofinsent.report.tables import NA, Column, Table
 
 MARKET_BOOT = Bootstrap(seed=0)  # the market link's bootstrap over stock-days (recorded with every number)
 BY = {"code": "stock", "year": "year"}

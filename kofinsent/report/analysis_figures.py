@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluation.analysis import BINNING
-from .analysis import X_NAMES, calibration, market, x_measures
-from .collect import Step
-from .figures import Figure, _new, _save
+from kofinsent.evaluation.analysis import BINNING
+from kofinsent.report.analysis import X_NAMES, calibration, market, x_measures
+from kofinsent.report.collect import Step
+from kofinsent.report.figures import Figure, _new, _save
 
 Y_TITLES = {"ret": "return of the move_date session (%)", "ret_next": "return of the next session (%)"}
 
@@ -86,7 +86,7 @@ def market_scatter(steps: list[Step], out: Path, synthetic: bool) -> Figure | No
 
 
 def _days(step: Step) -> list[dict]:
-    from ..evaluation.analysis import stock_days
+    from kofinsent.evaluation.analysis import stock_days
 
     cache = step.__dict__.setdefault("_kofinsent_analysis", {})
     if "stock_days" not in cache:

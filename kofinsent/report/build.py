@@ -16,24 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..paths import (
+from kofinsent import __version__
+from kofinsent.paths import (
     OutputOverInputError,
     UnsafePathError,
     is_inside,
     is_safe_name,
     remove_file,
 )
-from ..runs import dumps, write_json
-from .analysis import analysis_tables, per_stock_examples, returns_notes, stock_examples_table
-from .cite import Text
-from .collect import Run, Step, load_runs
-from .examples import TITLE_CHARS, examples_table
-from .figures import Figure, make_figures
-from .methods import methods, report_statistics
-from .paired import Family, paired_tables
-from .tables import Table, kshot_table, main_table, sentiment_table
-from .train_seeds import train_seed_table
+from kofinsent.report.analysis import analysis_tables, per_stock_examples, returns_notes, stock_examples_table
+from kofinsent.report.cite import Text
+from kofinsent.report.collect import Run, Step, load_runs
+from kofinsent.report.examples import TITLE_CHARS, examples_table
+from kofinsent.report.figures import Figure, make_figures
+from kofinsent.report.methods import methods, report_statistics
+from kofinsent.report.paired import Family, paired_tables
+from kofinsent.report.tables import Table, kshot_table, main_table, sentiment_table
+from kofinsent.report.train_seeds import train_seed_table
+from kofinsent.runs import dumps, write_json
 
 DEFAULT_EXAMPLES = 5
 OUTPUTS = ("report.md", "report.tex", "report.html", "report.json")
@@ -184,7 +184,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, title: str | None 
     directory that is not a run or a file that cannot be read, and :class:`~kofinsent.paths.OutputOverInputError` for
     an ``out`` in a run directory; nothing is written then. Deletes only the files its manifest lists (module
     docstring)."""
-    from .render import render
+    from kofinsent.report.render import render
 
     if examples is not None and examples < 0:
         raise ValueError(f"--examples must be >= 0, got {examples}")

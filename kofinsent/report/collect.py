@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runs import read_jsonl, sha256_file
-from .cite import Source
+from kofinsent.report.cite import Source
+from kofinsent.runs import read_jsonl, sha256_file
 
 BARE_MARKERS = ("config.json", "metrics.json", "predictions.jsonl")
 BASELINES = ("majority", "tfidf_kiwi", "tfidf_char")

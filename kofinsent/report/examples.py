@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cite import Num, Source, Text, text
-from .collect import Step
-from .escape import shorten
-from .tables import Column, Table
+from kofinsent.report.cite import Num, Source, Text, text
+from kofinsent.report.collect import Step
+from kofinsent.report.escape import shorten
+from kofinsent.report.tables import Column, Table
 
 TITLE_CHARS = 120  # titles are shortened before escaping (clarifications, issue 6)
 

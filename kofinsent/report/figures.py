@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .collect import Run, Step
-from .escape import slug
+from kofinsent.report.collect import Run, Step
+from kofinsent.report.escape import slug
 
 LABEL_NAMES = {"[상승]": "up", "[하락]": "down"}  # ASCII axis labels: the default fonts have no Hangul
 QUANT_ORDER = ("q2_k", "q3_k_m", "q4_0", "q4_k_s", "q4_k_m", "q5_0", "q5_k_s", "q5_k_m", "q6_k", "q8_0", "bnb-4bit",
@@ -151,14 +151,14 @@ def group_accuracy(step: Step, items: dict[str, dict[str, Any]], field_: str) ->
     """Accuracy with its 95% interval per group (stock code, or year of posted_at) from predictions joined to the
     test records by id: :func:`kofinsent.report.analysis.groups` (Wilson when the run has one prediction per item,
     else the cluster bootstrap over the group's items), shared with the per-stock / per-year tables."""
-    from .analysis import groups
+    from kofinsent.report.analysis import groups
 
     got = groups(step, "year" if field_ == "posted_at" else field_) if items is step.run.test_items else None
     return got[0] if got else {}
 
 
 def accuracy_by(steps: list[Step], field_: str, out: Path, synthetic: bool) -> Figure | None:
-    from .analysis import groups as step_groups
+    from kofinsent.report.analysis import groups as step_groups
 
     by = "year" if field_ == "posted_at" else field_
     joined = [(s, group_accuracy(s, s.run.test_items or {}, field_)) for s in steps
@@ -298,7 +298,7 @@ def make_figures(runs: list[Run], steps: list[Step], out: Path) -> list[Figure]:
         figs.append(accuracy_by(steps, "posted_at", out, synthetic))
         figs.append(sentiment_distributions(steps, out, synthetic))
         figs.append(sentiment_heatmaps(steps, out, synthetic))
-        from .analysis_figures import analysis_figures
+        from kofinsent.report.analysis_figures import analysis_figures
 
         figs.extend(analysis_figures(steps, out, synthetic))
     return [f for f in figs if f is not None]

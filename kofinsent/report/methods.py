@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .cite import Part, Source, Text, lookup
-from .collect import TEACHER_SHEET, Run, Step, Train
-from .paired import Family
+from kofinsent.report.cite import Part, Source, Text, lookup
+from kofinsent.report.collect import TEACHER_SHEET, Run, Step, Train
+from kofinsent.report.paired import Family
 
 PACKAGES_SHOWN = ("kofinsent", "torch", "transformers", "peft", "bitsandbytes", "llama_cpp_python", "ollama",
                   "scikit-learn", "kiwipiepy")
@@ -284,8 +284,8 @@ def statistics_paragraph(run: Run) -> Text | None:
 def report_statistics(table_ids: set[str], family: Family) -> list[Text]:
     """The report-wide statistics: per-group intervals, calibration, the market link and the Holm family (only for
     what the report shows)."""
-    from ..evaluation.analysis import BINNING, MAX_UNDEFINED, MIN_DAYS
-    from .analysis import MARKET_BOOT
+    from kofinsent.evaluation.analysis import BINNING, MAX_UNDEFINED, MIN_DAYS
+    from kofinsent.report.analysis import MARKET_BOOT
 
     out: list[Text] = []
     if table_ids & {"accuracy_by_stock", "accuracy_by_year"}:

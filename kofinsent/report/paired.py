@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluation.analysis import holm
-from .cite import Derived, Num, Source, Src, Text, derived, text
-from .collect import Run
-from .tables import NA, Column, Table
+from kofinsent.evaluation.analysis import holm
+from kofinsent.report.cite import Derived, Num, Source, Src, Text, derived, text
+from kofinsent.report.collect import Run
+from kofinsent.report.tables import NA, Column, Table
 
 MCNEMAR = "mcnemar_p"
 SENTIMENT_PAIRED = {"paired_wilcoxon_p": "Wilcoxon, item means", "paired_t_p": "paired t, item means",

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .escape import latex_escape, md_escape, one_line
+from kofinsent.report.escape import latex_escape, md_escape, one_line
 
 if TYPE_CHECKING:
-    from .build import Report
+    from kofinsent.report.build import Report
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cite import Num, Source, Text, text
-from .collect import Step
+from kofinsent.report.cite import Num, Source, Text, text
+from kofinsent.report.collect import Step
 
 SEED003_SHOTS = (0, 5, 10, 50)  # the columns of seed 003's table
 NA = "n/a"

@@ -9,7 +9,7 @@ is left out) differ only by training seed: within one experiment run, or across 
 
 For each such group of two or more seeds the table shows every seed's n and accuracy with its 95% interval, cited from
 that run's metrics.json exactly as the main table cites them, and a last row with the mean ± sd over training seeds
-(:func:`kofinsent.metrics.seed_summary`, sd with ddof 1). Those two numbers come from several files, so their source
+(:func:`kofinsent.evaluation.metrics.seed_summary`, sd with ddof 1). Those two numbers come from several files, so their source
 (:class:`SeedsSrc`) names the statistic (``derive``: ``"mean"`` or ``"sd"``) and lists every input it was computed
 from (``inputs``: run, file and key of each seed's accuracy); ``run`` / ``file`` / ``key`` are the first input's.
 """
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-from ..metrics import seed_summary
-from .cite import Num, Src, text
-from .collect import Step
-from .tables import Column, Table, _join_cites, _or_na, accuracy_cell
+from kofinsent.evaluation.metrics import seed_summary
+from kofinsent.report.cite import Num, Src, text
+from kofinsent.report.collect import Step
+from kofinsent.report.tables import Column, Table, _join_cites, _or_na, accuracy_cell
 
 SEED_DIR = re.compile(r"seed(\d+)")
 SEED_SUFFIX = re.compile(r"-seed\d+$")  # the runner's name for one seed of an expanded eval
@@ -86,7 +86,7 @@ def seed_groups(steps: list[Step]) -> list[tuple[str, dict[int, Step]]]:
 
 
 def seed_stat(nums: list[Num], stat: str, fmt: str) -> Num | None:
-    """``stat`` ("mean" or "sd", ddof 1) over ``nums`` through :func:`kofinsent.metrics.seed_summary`, as a Num whose
+    """``stat`` ("mean" or "sd", ddof 1) over ``nums`` through :func:`kofinsent.evaluation.metrics.seed_summary`, as a Num whose
     source lists every input."""
     value = seed_summary([n.value for n in nums])[stat]
     if value is None or not nums:

@@ -17,7 +17,7 @@ FLASH = "flash_attention_2"
 
 def check_attention(value: Any) -> None:
     if value not in ATTENTIONS:
-        from ..train import TrainError
+        from kofinsent.training.hf_trainer import TrainError
 
         raise TrainError(f"--attn-implementation must be one of {', '.join(ATTENTIONS)}, got {value!r}")
 

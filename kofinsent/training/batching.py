@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 def _error(msg: str) -> Exception:
-    from ..train import TrainError
+    from kofinsent.training.hf_trainer import TrainError
 
     return TrainError(msg)
 
@@ -132,19 +132,19 @@ class BatchPlan:
 # -- the cache ---------------------------------------------------------------------------------------------------------
 def cache_file() -> Path:
     """``train_batches.json`` beside the evaluator's token-budget cache (:mod:`kofinsent.cache`)."""
-    from ..cache import cache_file as named
+    from kofinsent.cache import cache_file as named
 
     return named("train_batches.json")
 
 
 def _read_cache() -> dict[str, Any]:
-    from ..cache import read_cache
+    from kofinsent.cache import read_cache
 
     return read_cache(cache_file())
 
 
 def _write_cache(key: str, entry: dict[str, Any]) -> None:
-    from ..cache import update_cache
+    from kofinsent.cache import update_cache
 
     update_cache(cache_file(), key, entry)
 
@@ -297,7 +297,7 @@ def _agree(micro: int, device: Any) -> int:
 def plan_batches(cfg: Any, model: Any, examples: Sequence[dict[str, list[int]]], collator: Callable, device: Any,
                  facts: dict[str, Any], autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
                  previous: dict[str, Any] | None = None) -> BatchPlan:
-    """The micro-batch and accumulation of ``cfg`` (a :class:`~kofinsent.train.TrainConfig`) for ``model`` on
+    """The micro-batch and accumulation of ``cfg`` (a :class:`~kofinsent.training.hf_trainer.TrainConfig`) for ``model`` on
     ``device``. ``previous``: the ``batching`` record of the run being resumed (its split is kept, so the resumed
     steps see the same batches)."""
     check_batch_options(cfg.batch_size, cfg.grad_accum, cfg.effective_batch_size)
@@ -326,7 +326,7 @@ def plan_batches(cfg: Any, model: Any, examples: Sequence[dict[str, list[int]]],
 
 def plan_for_run(cfg: Any, model: Any, examples: Sequence[dict[str, list[int]]], collator: Callable,
                  facts: dict[str, Any], precision: dict[str, bool], previous: dict[str, Any] | None) -> BatchPlan:
-    """:func:`plan_batches` for :func:`kofinsent.train.train`: the device the Trainer will use (the model moved
+    """:func:`plan_batches` for :func:`kofinsent.training.hf_trainer.train`: the device the Trainer will use (the model moved
     there first when it is searched on and not quantized: the Trainer would move it anyway), its autocast, and the
     facts the cache key needs."""
     import torch

@@ -105,11 +105,11 @@ class PackCollator:
 
 
 def check_packing(model: Any) -> None:
-    """A :class:`~kofinsent.train.TrainError` unless ``model`` takes ``position_ids`` (packing needs them: models that
+    """A :class:`~kofinsent.training.hf_trainer.TrainError` unless ``model`` takes ``position_ids`` (packing needs them: models that
     derive positions from the attention mask, such as ALiBi ones, cannot see example boundaries)."""
     import inspect
 
-    from ..train import TrainError
+    from kofinsent.training.hf_trainer import TrainError
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if "position_ids" not in inspect.signature(base.forward).parameters:

@@ -6,8 +6,8 @@ from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..runs import read_json, sha256_file
-from ..train import TrainConfig, TrainError, check_engine, checkpoints, train_with
+from kofinsent.runs import read_json, sha256_file
+from kofinsent.training.hf_trainer import TrainConfig, TrainError, check_engine, checkpoints, train_with
 
 
 def seed_dir_name(seed: int) -> str:

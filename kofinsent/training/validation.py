@@ -2,7 +2,7 @@
 
 :func:`score_validation` loads base + adapter into :class:`~kofinsent.backends.hf.HFBackend` with ``kofinsent
 eval``'s defaults (dtype auto, prefix-cached log-likelihood, ``batch_size`` None: the token-budget "auto" batching on
-CUDA, 16 on a CPU) and scores with :func:`kofinsent.evaluate.score_loglikelihood`, the function ``kofinsent eval``
+CUDA, 16 on a CPU) and scores with :func:`kofinsent.evaluation.evaluate.score_loglikelihood`, the function ``kofinsent eval``
 runs: the numbers are those ``kofinsent eval --adapter`` gives on the same records. (It reloads the weights from the
 saved adapter: HFBackend takes a model path, not a model object; reloading also scores what was saved, not the
 training-mode model with its kbit preparation.)
@@ -24,9 +24,9 @@ def score_validation(base: str, adapter: Path, records: Sequence[dict[str, Any]]
     metrics.json), ``val_items_per_s`` and ``val_batching`` (the backend's :meth:`batching`)."""
     if not records:
         return {"val_n": 0, "val_accuracy": None}
-    from ..backends.hf import HFBackend
-    from ..evaluate import score_loglikelihood
-    from ..prompts.direction import seed2shot
+    from kofinsent.backends.hf import HFBackend
+    from kofinsent.evaluation.evaluate import score_loglikelihood
+    from kofinsent.prompts.direction import seed2shot
 
     backend = HFBackend(base, adapter=str(adapter), load_in_8bit=cfg.load_in_8bit, load_in_4bit=cfg.load_in_4bit)
     items = validation_items(records)

@@ -357,7 +357,7 @@ def test_kofinsent_run_reports_a_crawler_stop_the_way_crawl_does(capsys):
     import typer
 
     from crawler.errors import CrawlerError
-    from kofinsent.cli_errors import one_line_errors
+    from kofinsent.cli.errors import one_line_errors
 
     with pytest.raises(typer.Exit) as e, one_line_errors(CrawlerError):
         raise RateLimited("https://stock.naver.com/api/x", 100_000, 300)

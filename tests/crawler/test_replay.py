@@ -17,7 +17,15 @@ import pytest
 import requests
 
 from crawler.replay import (
-    API_PATH, API_REQUIRED, NEWEST_OFFSET, Fault, FaultPlan, ReplayServer, SyntheticForum, is_market_day, nid_at,
+    API_PATH,
+    API_REQUIRED,
+    NEWEST_OFFSET,
+    Fault,
+    FaultPlan,
+    ReplayServer,
+    SyntheticForum,
+    is_market_day,
+    nid_at,
 )
 
 CODES = {"900010": "합성전자", "900020": "가상하이닉스"}

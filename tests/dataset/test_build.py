@@ -12,8 +12,7 @@ import pytest
 from crawler.errors import StoreError
 from crawler.records import Post
 from kofinsent.dataset.build import build_dataset
-from kofinsent.dataset.errors import (DatasetConfigError, EmptyDatasetError, MissingPricesError,
-                                      TooFewPostsError)
+from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError, MissingPricesError, TooFewPostsError
 from kofinsent.dataset.export import COLUMNS, read_jsonl
 from kofinsent.dataset.source import sha256_file
 

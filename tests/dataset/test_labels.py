@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kofinsent.dataset.labels import (DOWN, MISSING_PRICES, REASONS, UP, PriceCalendar, coverage_gaps,
-                                      label_posts)
+from kofinsent.dataset.labels import DOWN, MISSING_PRICES, REASONS, UP, PriceCalendar, coverage_gaps, label_posts
 
 RULES = ["same-day", "next-session"]
 EXPECTED_AT = {"same-day": 3, "next-session": 4}

@@ -12,7 +12,7 @@ import pytest
 
 @functools.cache
 def _write(hf_dir: str, out: str, dtype: str) -> Path:
-    from kofinsent.gguf_export import write_llama_gguf
+    from kofinsent.export.gguf_writer import write_llama_gguf
 
     return write_llama_gguf(Path(hf_dir), Path(out), dtype=dtype)
 

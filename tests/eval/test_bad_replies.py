@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kofinsent.backends.base import Generation
-from kofinsent.evaluate import EvalConfig, evaluate
+from kofinsent.evaluation.evaluate import EvalConfig, evaluate
 from kofinsent.prompts import sentiment as S
 from kofinsent.runs import RunDir, dumps, read_jsonl
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from kofinsent import baselines as B
+from kofinsent.evaluation import baselines as B
 
 U, D = "[상승]", "[하락]"
 FILLER = ["오늘", "삼성", "주가", "외국인이", "기관은", "매수", "실적", "반도체", "장마감", "뉴스", "개미들", "차트"]

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from kofinsent.backends.base import Generation
 from kofinsent.cli import app
-from kofinsent.evaluate import EvalConfig, EvalConfigError, evaluate, progress_total
+from kofinsent.evaluation.evaluate import EvalConfig, EvalConfigError, evaluate, progress_total
 from kofinsent.runs import RunDirError, read_json, read_jsonl
 
 from .ollama_standin import VALID_REPLY, OllamaStandin, Scripted
@@ -195,7 +195,7 @@ def test_resume_with_nothing_there_is_a_fresh_run(splits, tmp_path):
 
 
 def test_experiment_eval_step_resumes_what_a_cut_off_step_left(splits, tmp_path, monkeypatch):
-    from kofinsent.experiment import Experiment
+    from kofinsent.experiment.runner import Experiment
 
     spec = {"backend": "fake", "model": "fake-model", "data": str(splits.test), **SETUPS["sentiment"][0]}
     backends: list[Fake] = []
@@ -203,7 +203,7 @@ def test_experiment_eval_step_resumes_what_a_cut_off_step_left(splits, tmp_path,
     def make_backend(cfg: EvalConfig) -> Fake:
         return backends.pop(0)
 
-    monkeypatch.setattr("kofinsent.evaluate.make_backend", make_backend)
+    monkeypatch.setattr("kofinsent.evaluation.evaluate.make_backend", make_backend)
     exp = Experiment(SimpleNamespace(), tmp_path / "exp", log=lambda s: None, progress=False)  # type: ignore[arg-type]
     full = Experiment(SimpleNamespace(), tmp_path / "full", log=lambda s: None, progress=False)  # type: ignore[arg-type]
     backends += [Fake(), Fake(fail_after=4), Fake()]

@@ -1,4 +1,4 @@
-"""kofinsent.gguf_export: a tiny random Llama written as GGUF loads in llama.cpp and computes what transformers does."""
+"""kofinsent.export.gguf_writer: a tiny random Llama written as GGUF loads in llama.cpp and computes what transformers does."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kofinsent.gguf_export import _permute, write_llama_gguf
+from kofinsent.export.gguf_writer import _permute, write_llama_gguf
 
 from .gguf_helpers import tiny_gguf_path
 
@@ -50,7 +50,7 @@ def test_permute_turns_half_split_rotary_rows_into_interleaved_pairs() -> None:
 
 
 def test_metadata_tokenizer_and_tensor_names(hf, tiny_llama_dir: Path, tiny_gguf_f32: Path) -> None:
-    from gguf import GGUFReader, GGMLQuantizationType
+    from gguf import GGMLQuantizationType, GGUFReader
 
     cfg = json.loads((tiny_llama_dir / "config.json").read_text())
     r = GGUFReader(tiny_gguf_f32)
@@ -141,7 +141,7 @@ def test_greedy_tokens_match_transformers(hf, tiny_gguf_f32: Path) -> None:
 
 
 def test_f16_export_keeps_norms_f32_and_stays_close(hf, tiny_llama_dir: Path, tmp_path_factory) -> None:
-    from gguf import GGUFReader, GGMLQuantizationType
+    from gguf import GGMLQuantizationType, GGUFReader
 
     path = tiny_gguf_path(tiny_llama_dir, tmp_path_factory, "f16")
     r = GGUFReader(path)
@@ -212,7 +212,7 @@ def test_llama3_style_pre_tokenizer_is_llama_bpe_and_tokenizes_the_same(hf, tmp_
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     from kofinsent import tiny
-    from kofinsent.gguf_export import _LLAMA3_REGEX
+    from kofinsent.export.gguf_writer import _LLAMA3_REGEX
 
     # llama-3's tokenizer.json shape: a Split on its regex, then ByteLevel without GPT-2's regex
     bpe = Tokenizer(models.BPE())

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kofinsent.backends import BackendError, GenOptions, MissingExtraError, get_backend
 
-
 pytest.importorskip("llama_cpp")
 torch = pytest.importorskip("torch")
 

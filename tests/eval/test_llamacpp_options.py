@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from kofinsent.backends import BackendError, GenOptions, get_backend
 from kofinsent.backends.options import backend_kwargs
 from kofinsent.cli import app
-from kofinsent.evaluate import EvalConfig, EvalConfigError, make_backend
+from kofinsent.evaluation.evaluate import EvalConfig, EvalConfigError, make_backend
 
 llama_cpp = pytest.importorskip("llama_cpp")
 runner = CliRunner()
@@ -135,7 +135,7 @@ def test_sentiment_run_fits_the_default_context(tiny_gguf_f32: Path, test_split:
 
 
 def test_experiments_take_them_from_the_eval_table() -> None:
-    from kofinsent.config import ConfigError, load_config
+    from kofinsent.experiment.config import ConfigError, load_config
 
     toml = Path(__file__).resolve().parents[2] / "experiments" / "quickstart.toml"
     cfg = load_config(toml, ["eval.llama_gguf_f16.n_ctx=4096", "eval.llama_gguf_f16.n_gpu_layers=-1"])

@@ -1,4 +1,4 @@
-"""Every statistic in kofinsent.metrics against a value worked out by hand (formula or exact sum) in the test."""
+"""Every statistic in kofinsent.evaluation.metrics against a value worked out by hand (formula or exact sum) in the test."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from statistics import NormalDist
 
 import pytest
 
-from kofinsent import metrics as M
+from kofinsent.evaluation import metrics as M
 
 U, D = "[상승]", "[하락]"
 
@@ -290,6 +290,6 @@ def test_metrics_import_is_light():
     import subprocess
     import sys
 
-    code = "import sys, kofinsent.metrics; print(any(m in sys.modules for m in ('scipy', 'statsmodels', 'sklearn')))"
+    code = "import sys, kofinsent.evaluation.metrics; print(any(m in sys.modules for m in ('scipy', 'statsmodels', 'sklearn')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"

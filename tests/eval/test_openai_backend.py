@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from kofinsent.backends import REGISTRY, BackendError, GenOptions, get_backend
 from kofinsent.backends.openai import OpenAIBackend, RateLimitedError, continuation_tokens, response_format
 from kofinsent.cli import app
-from kofinsent.evaluate import EvalConfig, EvalConfigError, make_backend
+from kofinsent.evaluation.evaluate import EvalConfig, EvalConfigError, make_backend
 from kofinsent.prompts import CONTINUATIONS, seed2shot
 from kofinsent.prompts.sentiment import SYSTEM_PROMPT, json_schema, sentiment_chat
 
@@ -48,7 +48,7 @@ def waits() -> tuple[list[float], object]:
 
 # -- what is sent ------------------------------------------------------------------------------------------------
 def test_registered_lazily_and_in_the_preflight_table() -> None:
-    from kofinsent import preflight
+    from kofinsent.experiment import preflight
 
     assert REGISTRY["openai"] == "kofinsent.backends.openai:OpenAIBackend"
     assert preflight.BACKENDS["openai"].server == "http://localhost:8000/v1" and not preflight.BACKENDS["openai"].modules
@@ -385,7 +385,7 @@ def test_eval_cli_loglikelihood_run(tmp_path: Path) -> None:
 
 
 def test_concurrency_is_an_eval_option_for_openai_alone(tmp_path: Path) -> None:
-    from kofinsent.config import EvalSection
+    from kofinsent.experiment.config import EvalSection
 
     assert EvalSection(backend="openai", model="m", concurrency=8).concurrency == 8  # experiment TOML gets it
     data = write_split(tmp_path / "test.jsonl", 1)

@@ -133,9 +133,9 @@ def test_the_fine_tune_trains_on_exactly_the_chat_the_evaluator_sends(tmp_path, 
     conversation) and the HF backend (chat + generation prompt) render them, token for token."""
     from kofinsent.dataset.teacher import TeacherConfig, run_teacher
     from kofinsent.dataset.teacher_standin import STANDIN_MODEL, TeacherStandin
-    from kofinsent.evaluate import EvalConfig, evaluate
+    from kofinsent.evaluation.evaluate import EvalConfig, evaluate
     from kofinsent.tiny import llama3_tokenizer
-    from kofinsent.train_unsloth import RESPONSE_PART, ROLES
+    from kofinsent.training.unsloth import RESPONSE_PART, ROLES
 
     data = tmp_path / "records.jsonl"
     recs = _records(data)
@@ -179,7 +179,7 @@ def test_a_sentiment_run_from_before_the_named_item_message_is_not_resumed_as_on
     """Old runs sent the bare <article> for every item and recorded no prompt_sha256: --resume refuses to mix them
     with named messages, naming the key."""
     from kofinsent.dataset.teacher_standin import STANDIN_MODEL, TeacherStandin
-    from kofinsent.evaluate import EvalConfig, EvalConfigError, evaluate
+    from kofinsent.evaluation.evaluate import EvalConfig, EvalConfigError, evaluate
 
     data = tmp_path / "records.jsonl"
     _records(data, 6)

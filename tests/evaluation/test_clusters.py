@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kofinsent import metrics as M
+from kofinsent.evaluation import metrics as M
 from kofinsent.evaluation.clusters import Bootstrap, Clusters, ratio_ci, vote
 
 U, D = M.LABELS
@@ -128,7 +128,7 @@ def test_mcc_is_null_where_undefined_not_zero():
 def test_a_negative_eval_seed_is_refused_before_any_item():
     """The run's seed also seeds the bootstrap, which takes no negative seed: refused at validation, not after
     every item has been scored."""
-    from kofinsent.evaluate import EvalConfig, EvalConfigError
+    from kofinsent.evaluation.evaluate import EvalConfig, EvalConfigError
 
     with pytest.raises(EvalConfigError, match="--seed must be an integer >= 0, got -1"):
         EvalConfig(backend="hf", model="m", data="x", out="o", seed=-1).validate(check_files=False)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from kofinsent import metrics as M
-from kofinsent.compare import compare_runs
+from kofinsent.evaluation import metrics as M
+from kofinsent.evaluation.compare import compare_runs
 
 U, D = M.LABELS
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kofinsent.config import ExperimentConfig, apply_overrides, validate
+from kofinsent.experiment.config import ExperimentConfig, apply_overrides, validate
 
 # The smallest valid experiment: one eval table, data from a db that does not exist (nothing here runs a model).
 BASE: dict[str, Any] = {

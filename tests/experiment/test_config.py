@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kofinsent.config import (
+from kofinsent.experiment.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,
@@ -70,7 +70,7 @@ def test_kshot_table_is_the_seed_grid() -> None:
 
 def _err(data: dict, *overrides: str) -> str:
     with pytest.raises(ConfigError) as e:
-        from kofinsent.config import validate
+        from kofinsent.experiment.config import validate
 
         validate(apply_overrides(data, list(overrides)), "t.toml")
     return str(e.value)
@@ -127,7 +127,7 @@ def test_overrides_are_typed_toml_values() -> None:
 def test_grid_expansion_and_seeds() -> None:
     data = apply_overrides(MINIMAL, ['eval.k.backend="hf"', 'eval.k.model=["a/m1", "b/m2"]', 'eval.k.prompt="kshot"',
                                      "eval.k.shots=[0, 5]"])
-    from kofinsent.config import validate
+    from kofinsent.experiment.config import validate
 
     cfg = validate(data)
     runs = cfg.eval_runs()
@@ -142,9 +142,9 @@ def test_train_and_eval_tables_follow_the_dataclasses() -> None:
     """A new TrainConfig / EvalConfig option is usable from a config at once: the tables are derived from them."""
     import dataclasses
 
-    from kofinsent.config import EvalSection, TrainSection
-    from kofinsent.evaluate import EvalConfig
-    from kofinsent.train import TrainConfig
+    from kofinsent.evaluation.evaluate import EvalConfig
+    from kofinsent.experiment.config import EvalSection, TrainSection
+    from kofinsent.training.hf_trainer import TrainConfig
 
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"out", "resume", "overwrite", "extra"}
     assert set(TrainSection.model_fields) == train_keys | {"engine", "seeds"}  # seeds: one run per training seed
@@ -165,7 +165,7 @@ TEACHER = {"backend": "openai", "host": "http://localhost:8000/v1", "model": "ll
 
 
 def test_a_teacher_table_parses_and_its_refs_resolve() -> None:
-    from kofinsent.config import validate
+    from kofinsent.experiment.config import validate
 
     data = apply_overrides({**MINIMAL, "teacher": TEACHER}, ['train.lora.data="@teacher/sharegpt.jsonl"'])
     cfg = validate(data)
@@ -178,14 +178,14 @@ def test_a_teacher_table_parses_and_its_refs_resolve() -> None:
     # a config without [teacher] hashes as before the table existed (its runs are still resumed)
     assert "teacher" not in tomllib.loads(dump_toml(validate(MINIMAL)))
     from kofinsent.dataset.teacher import TeacherConfig
-    from kofinsent.experiment import Experiment
+    from kofinsent.experiment.runner import Experiment
 
     exp = Experiment(cfg, Path("/r"))
     assert exp.path("@teacher/sharegpt.jsonl") == "/r/teacher/sharegpt.jsonl"
     assert [name for name, _ in exp.steps()][:2] == ["dataset", "teacher"]
     import dataclasses
 
-    from kofinsent.config import TeacherSection
+    from kofinsent.experiment.config import TeacherSection
 
     keys = {f.name for f in dataclasses.fields(TeacherConfig)} - {"out", "overwrite", "synthetic"}
     assert set(TeacherSection.model_fields) == keys | {"standin"}  # the table follows the dataclass

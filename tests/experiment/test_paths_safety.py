@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kofinsent.config import ConfigError
-from kofinsent.experiment import (
+from kofinsent.experiment.config import ConfigError
+from kofinsent.experiment.runner import (
     Experiment,
     ExperimentError,
     find_resumable,

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kofinsent import preflight
 from kofinsent.backends import REGISTRY
 from kofinsent.cli import app
-from kofinsent.config import load_config
-from kofinsent.experiment import Experiment
-from kofinsent.preflight import Cuda, Module, PreflightError, Server, requirements
+from kofinsent.experiment import preflight
+from kofinsent.experiment.config import load_config
+from kofinsent.experiment.preflight import Cuda, Module, PreflightError, Server, requirements
+from kofinsent.experiment.runner import Experiment
 from kofinsent.runs import write_json
 
 from .conftest import small_config

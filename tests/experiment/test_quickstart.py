@@ -100,7 +100,7 @@ def test_run_directory_records_config_environment_and_steps(quickstart: dict) ->
     assert {"crawl", "dataset", "teacher", "train/neox_lora", "export/llama", "eval/neox_lora", "baselines",
             "report"} <= set(
         state["steps"])
-    from kofinsent.config import ExperimentConfig, load_config
+    from kofinsent.experiment.config import ExperimentConfig, load_config
 
     resolved = ExperimentConfig.model_validate(tomllib.loads((run / "config.toml").read_text(encoding="utf-8")))
     expected = load_config(CONFIG, [f"report.out={quickstart['tmp'] / 'reports' / 'quickstart'}"])

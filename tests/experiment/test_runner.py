@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kofinsent.experiment import (
+from kofinsent.experiment.runner import (
     Experiment,
     ExperimentError,
     find_resumable,

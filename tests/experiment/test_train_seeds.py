@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kofinsent.config import ConfigError, apply_overrides, validate
+from kofinsent.experiment.config import ConfigError, apply_overrides, validate
 
 from ..train.conftest import cue_records, write_jsonl
 
@@ -69,7 +69,7 @@ def test_single_seed_keeps_todays_layout_and_hash() -> None:
 
 
 def test_preflight_asks_per_seed_step() -> None:
-    from kofinsent.preflight import Module, requirements
+    from kofinsent.experiment.preflight import Module, requirements
 
     cfg = _cfg("train.lora.load_in_8bit=true")
     assert list(requirements(cfg)[Module("bitsandbytes")]) == ["train/lora/seed0", "train/lora/seed1",
@@ -123,7 +123,7 @@ def test_compare_pairs_expand_seed_wise() -> None:
         ("tuned-seed0", "gen-seed0"), ("tuned-seed1", "gen-seed1"), ("tuned-seed2", "gen-seed2"),  # seed k with k
         ("tuned-seed1", "base"),                                                        # one seed named
         ("base", "gen-seed0"), ("base", "gen-seed1"), ("base", "gen-seed2")]
-    from kofinsent.experiment import Experiment
+    from kofinsent.experiment.runner import Experiment
 
     steps = [n for n, _ in Experiment(cfg, Path("/nonexistent/run")).steps()]
     assert steps[:4] == ["dataset", "models/neox", "train/lora/seed0", "train/lora/seed1"]
@@ -155,7 +155,7 @@ def _read(path: Path) -> dict:
 
 def test_runner_trains_each_seed_resumes_per_seed_and_reports_the_spread(tiny_neox_dir: Path, tmp_path: Path) -> None:
     """Two seeds of the tiny GPT-NeoX, 4 optimizer steps each, evaluated on 12 items (a few seconds on a CPU)."""
-    from kofinsent.experiment import Experiment
+    from kofinsent.experiment.runner import Experiment
     from kofinsent.report.build import assemble
     from kofinsent.runs import write_json
 

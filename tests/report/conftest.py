@@ -1,7 +1,7 @@
 """An experiment run directory built by the real producing code, for the report tests.
 
 dataset/ comes from ``build_dataset`` over a small crawler db (two stocks, 2021-2022) written through
-``crawler.store.Store``; eval/ from ``kofinsent.evaluate.evaluate`` with a deterministic stand-in backend (no model
+``crawler.store.Store``; eval/ from ``kofinsent.evaluation.evaluate.evaluate`` with a deterministic stand-in backend (no model
 to load); baselines/ from the ``kofinsent baseline`` command; compare/ from ``compare_runs``. Only the train step,
 whose numbers need a real fine-tune, is written by hand in train.py's shape. One test title carries every HTML and
 LaTeX special character and is made the most confidently wrong answer of the log-likelihood run.
@@ -146,7 +146,7 @@ CONFIG = {
 
 
 def _evaluate(run: Path, name: str, stand_in: StandIn, **kw: Any) -> None:
-    from kofinsent.evaluate import EvalConfig, evaluate
+    from kofinsent.evaluation.evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(data=str(run / "dataset/test.jsonl"), out=str(run / "eval" / name), **kw)
     evaluate(cfg, backend=stand_in)  # type: ignore[arg-type]  # the stand-in speaks the Backend protocol
@@ -156,7 +156,7 @@ def _baselines(run: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from kofinsent.eval_cli import register
+    from kofinsent.cli.eval import register
 
     app = typer.Typer()
     register(app)
@@ -168,7 +168,7 @@ def _baselines(run: Path) -> None:
 
 def _train(run: Path) -> None:
     from kofinsent.runs import environment, write_json
-    from kofinsent.train import TrainConfig
+    from kofinsent.training.hf_trainer import TrainConfig
 
     out = run / "train/lora"
     out.mkdir(parents=True)
@@ -188,8 +188,8 @@ def _train(run: Path) -> None:
 def build_demo_run(root: Path) -> Path:
     import tomli_w
 
-    from kofinsent.compare import compare_runs
     from kofinsent.dataset.build import build_dataset
+    from kofinsent.evaluation.compare import compare_runs
     from kofinsent.runs import environment, read_jsonl, write_json
 
     run = root / "runs" / EXPERIMENT / RUN_ID

@@ -165,7 +165,7 @@ def test_a_bare_run_without_returns_shows_the_same_session_only_and_says_why(dem
 @pytest.fixture(scope="module")
 def grid_run(demo_run, tmp_path_factory) -> Path:
     """The demo run with three more compare files: a small grid of paired tests."""
-    from kofinsent.compare import compare_runs
+    from kofinsent.evaluation.compare import compare_runs
     from kofinsent.runs import write_json
 
     run = tmp_path_factory.mktemp("grid") / "demo" / demo_run.name

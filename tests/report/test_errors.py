@@ -7,8 +7,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from kofinsent.cli.report import register
 from kofinsent.report import ReportError, build_report, load_run
-from kofinsent.report_cli import register
 
 
 def _app() -> typer.Typer:

@@ -30,7 +30,7 @@ class SeedStandIn(StandIn):
 
 
 def _evaluate(out: Path, data: Path, seed: int, adapter: Path, **kw) -> None:
-    from kofinsent.evaluate import EvalConfig, evaluate
+    from kofinsent.evaluation.evaluate import EvalConfig, evaluate
 
     evaluate(EvalConfig(backend="hf", model="models/neox", adapter=str(adapter), data=str(data), out=str(out), **kw),
              backend=SeedStandIn(seed))  # type: ignore[arg-type]

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from kofinsent import tiny
 from kofinsent.cli import app
-from kofinsent.train import TrainConfig, TrainError, encode_example, load_model, split_validation, train
 from kofinsent.training import batching
 from kofinsent.training.collators import PackCollator, PadCollator
+from kofinsent.training.hf_trainer import TrainConfig, TrainError, encode_example, load_model, split_validation, train
 
 from .conftest import write_jsonl
 
@@ -248,7 +248,7 @@ def test_cli_batch_size_auto_and_errors(tiny_neox_dir, cue_data, tmp_path):
 
 
 def test_experiment_tables_take_auto_and_keep_old_hashes():
-    from kofinsent.config import ConfigError, validate
+    from kofinsent.experiment.config import ConfigError, validate
 
     base = {"experiment": {"name": "t"}, "dataset": {"db": "x.sqlite", "rule": "same-day"},
             "models": {"neox": {"arch": "gpt-neox"}}, "train": {"lora": {"model": "@models/neox"}},
@@ -270,7 +270,7 @@ def test_experiment_tables_take_auto_and_keep_old_hashes():
 
 
 def test_unsloth_refuses_the_hf_only_options():
-    from kofinsent.train_unsloth import unsupported_options
+    from kofinsent.training.unsloth import unsupported_options
 
     bad = unsupported_options(TrainConfig(model="m", data="d", out="o", batch_size="auto", packing=True,
                                           effective_batch_size=16, attn_implementation="eager"))
@@ -282,7 +282,7 @@ def test_validation_accuracy_is_kofinsent_eval_accuracy(tiny_neox_dir, cue_data,
     kw = base_kw(tiny_neox_dir, cue_data / "train.jsonl", max_steps=20, batch_size=8, val_size=24, lr=3e-3)
     m = train(TrainConfig(out=str(tmp_path / "run"), **kw))
     assert m["val_n"] == 24 and m["val_batching"]["rows"] > 0
-    from kofinsent.train import load_records
+    from kofinsent.training.hf_trainer import load_records
 
     _, val = split_validation(load_records(cue_data / "train.jsonl"), 24, kw["seed"])
     write_jsonl(tmp_path / "val.jsonl", val)

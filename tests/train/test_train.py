@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from kofinsent.cli import app
 from kofinsent.prompts import seed2shot
-from kofinsent.train import PadCollator, TrainConfig, TrainError, encode_example, train
+from kofinsent.training.hf_trainer import PadCollator, TrainConfig, TrainError, encode_example, train
 
 from .conftest import cue_records, write_jsonl
 

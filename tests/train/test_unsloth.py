@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from kofinsent.cli import app
 from kofinsent.dataset.sharegpt import conversation, export_sharegpt
-from kofinsent.train import TrainConfig, TrainError
-from kofinsent.train_unsloth import (
+from kofinsent.training.hf_trainer import TrainConfig, TrainError
+from kofinsent.training.unsloth import (
     EOT,
     INSTRUCTION_PART,
     RESPONSE_PART,
@@ -122,7 +122,7 @@ def test_options_the_unsloth_engine_refuses(sharegpt, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
 def test_engine_check_without_cuda_names_the_gpu_extra():
-    from kofinsent.train_cli import _check_engine
+    from kofinsent.cli.train import _check_engine
 
     _check_engine("hf")
     _check_engine("unsloth", cuda=False)  # the name alone

@@ -10,17 +10,16 @@ import typer
 
 def _errors() -> AbstractContextManager[None]:
     from crawler.errors import CrawlerError
-
-    from .backends.base import BackendError
-    from .cli_errors import one_line_errors
-    from .config import ConfigError
-    from .dataset.errors import DatasetError
-    from .evaluate import EvalConfigError
-    from .experiment import ExperimentError
-    from .export import ExportError
-    from .preflight import PreflightError
-    from .runs import RunDirError
-    from .train import TrainError
+    from kofinsent.backends.base import BackendError
+    from kofinsent.cli.errors import one_line_errors
+    from kofinsent.dataset.errors import DatasetError
+    from kofinsent.evaluation.evaluate import EvalConfigError
+    from kofinsent.experiment.config import ConfigError
+    from kofinsent.experiment.preflight import PreflightError
+    from kofinsent.experiment.runner import ExperimentError
+    from kofinsent.export.model import ExportError
+    from kofinsent.runs import RunDirError
+    from kofinsent.training.hf_trainer import TrainError
 
     return one_line_errors(ConfigError, ExperimentError, CrawlerError, DatasetError, TrainError, EvalConfigError,
                            ExportError, BackendError, RunDirError, PreflightError)
@@ -50,7 +49,7 @@ def run_command(
     GPU a step still to run needs is checked: what is missing is one error line each (with the pip command), exit 2.
     """
     with _errors():
-        from .config import dump_toml, load_config
+        from kofinsent.experiment.config import dump_toml, load_config
 
         cfg = load_config(config, overrides or [])
         if resume is not None and new:
@@ -58,14 +57,14 @@ def run_command(
         if check:
             typer.echo(dump_toml(cfg), nl=False)
         if preflight:
-            from .preflight import check as check_needs
-            from .preflight import done_steps
+            from kofinsent.experiment.preflight import check as check_needs
+            from kofinsent.experiment.preflight import done_steps
 
             # steps done in the run this continues are skipped by it, so what they need is not asked for
             check_needs(cfg, done_steps(cfg, runs_dir, resume, new))
         if check:
             return
-        from .experiment import run_experiment
+        from kofinsent.experiment.runner import run_experiment
 
         run_dir, results = run_experiment(cfg, runs_dir, resume=resume, new=new, log=typer.echo)
         ran = [r.name for r in results if not r.skipped]

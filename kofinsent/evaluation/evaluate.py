@@ -21,9 +21,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from .backends import Backend, GenOptions, get_backend
-from .prompts.direction import CONTINUATIONS, LABELS, DirectionPrompt, kshot, seed2shot
-from .runs import RUN_MARKERS, RunDir, read_appended_jsonl, read_json, read_jsonl, sha256_file
+from kofinsent.backends import Backend, GenOptions, get_backend
+from kofinsent.prompts.direction import CONTINUATIONS, LABELS, DirectionPrompt, kshot, seed2shot
+from kofinsent.runs import RUN_MARKERS, RunDir, read_appended_jsonl, read_json, read_jsonl, sha256_file
 
 METHODS = ("loglikelihood", "generate", "sentiment")
 PROMPTS = ("seed2shot", "kshot", "sentiment-json")
@@ -126,7 +126,7 @@ def progress_total(cfg: EvalConfig) -> int:
 
 
 def _backend_kwargs(cfg: EvalConfig) -> dict[str, Any]:
-    from .backends.options import BackendOptionError, backend_kwargs
+    from kofinsent.backends.options import BackendOptionError, backend_kwargs
 
     try:
         return backend_kwargs(cfg.backend, cfg.model, host=cfg.host, seed=cfg.seed, format=cfg.format,
@@ -275,7 +275,7 @@ def run_sentiment(backend: Backend, items: Sequence[dict[str, Any]], options: Ge
                   batch_size: int, progress: Progress = _noop, emit: Emit = _drop,
                   done: Collection[tuple[int, Any]] = ()) -> tuple[list[dict[str, Any]], float]:
     """``done``: (iteration, item id) pairs an earlier invocation scored; they are skipped."""
-    from .prompts.sentiment import direction, parse_lenient, parse_strict, record_name, sentiment_chat
+    from kofinsent.prompts.sentiment import direction, parse_lenient, parse_strict, record_name, sentiment_chat
 
     records: list[dict[str, Any]] = []
     seconds = 0.0
@@ -330,7 +330,7 @@ def _run_config(cfg: EvalConfig, items: Sequence[dict[str, Any]]) -> dict[str, A
     if cfg.prompt == "kshot" and cfg.train:
         config["train_sha256"] = sha256_file(cfg.train)
     if cfg.method == "sentiment":
-        from .prompts.sentiment import prompt_record
+        from kofinsent.prompts.sentiment import prompt_record
 
         config.update(prompt_record(items))
     return config
@@ -408,8 +408,8 @@ def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress
     ``cfg.resume``: go on from the records in ``cfg.out`` if its config.json matches (else EvalConfigError naming
     the keys); an empty or absent ``cfg.out`` is a fresh run; a complete one (metrics.json there) returns its
     metrics and reruns nothing. The first invocation's config.json and environment.json are kept."""
-    from . import metrics as M
-    from .evaluation.clusters import Bootstrap
+    from kofinsent.evaluation import metrics as M
+    from kofinsent.evaluation.clusters import Bootstrap
 
     t_start = time.perf_counter() if started is None else started
     cfg.validate()
@@ -448,7 +448,7 @@ def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress
         new += recs
         scoring_s += secs
     if cfg.method == "sentiment":
-        from .prompts.sentiment import json_schema
+        from kofinsent.prompts.sentiment import json_schema
 
         temperature = 0.2 if cfg.temperature is None else cfg.temperature
         opts = GenOptions(max_new_tokens=cfg.max_new_tokens or 1024, temperature=temperature, seed=cfg.seed,
@@ -465,7 +465,7 @@ def evaluate(cfg: EvalConfig, backend: Backend | None = None, progress: Progress
             run.write_predictions(records)
     boot = Bootstrap(seed=cfg.seed)  # cluster intervals when an item has several predictions
     if cfg.method == "sentiment":
-        from .prompts.sentiment import prompt_record
+        from kofinsent.prompts.sentiment import prompt_record
 
         result = {**M.sentiment_metrics(records, boot), **prompt_record(items)}
     else:

@@ -1,4 +1,4 @@
-"""``kofinsent eval`` / ``baseline`` / ``compare``: thin typer wrappers over :mod:`kofinsent.evaluate`.
+"""``kofinsent eval`` / ``baseline`` / ``compare``: thin typer wrappers over :mod:`kofinsent.evaluation.evaluate`.
 
 Each refuses an ``--out`` that would write over its own inputs (:func:`kofinsent.paths.refuse_output_over_input`)
 before anything is read or written: with ``--overwrite`` a run directory's files are deleted first, so an input kept
@@ -18,10 +18,10 @@ STARTED = time.perf_counter()
 
 
 def _errors() -> AbstractContextManager[None]:
-    from .backends.base import BackendError  # imported here: `kofinsent --help` stays light
-    from .cli_errors import one_line_errors
-    from .evaluate import EvalConfigError
-    from .runs import RunDirError
+    from kofinsent.backends.base import BackendError  # imported here: `kofinsent --help` stays light
+    from kofinsent.cli.errors import one_line_errors
+    from kofinsent.evaluation.evaluate import EvalConfigError
+    from kofinsent.runs import RunDirError
 
     return one_line_errors(BackendError, EvalConfigError, RunDirError)
 
@@ -101,8 +101,8 @@ def eval_command(
 ) -> None:
     """Evaluate one model on the test split; writes config.json, predictions.jsonl and metrics.json to --out."""
     with _errors():
-        from .evaluate import EvalConfig, evaluate, progress_total
-        from .paths import refuse_output_over_input
+        from kofinsent.evaluation.evaluate import EvalConfig, evaluate, progress_total
+        from kofinsent.paths import refuse_output_over_input
 
         # a local --model / --adapter directory holds config.json, which --overwrite deletes in --out
         refuse_output_over_input(out, {"--data": data, "--train": train, "--adapter": adapter, "--model": model},
@@ -141,8 +141,8 @@ def baseline_command(
 ) -> None:
     """Majority class and TF-IDF + logistic regression (Kiwi morphemes, character n-grams)."""
     with _errors():
-        from .baselines import baselines_to_dirs
-        from .paths import refuse_output_over_input
+        from kofinsent.evaluation.baselines import baselines_to_dirs
+        from kofinsent.paths import refuse_output_over_input
 
         refuse_output_over_input(out, {"--train": train, "--test": test}, directory=True)
         for name, metrics in baselines_to_dirs(train, test, out, seed, overwrite).items():
@@ -159,9 +159,9 @@ def compare_command(
 ) -> None:
     """Paired tests between two runs on the same items: McNemar; for sentiment runs Brown–Forsythe and Welch."""
     with _errors():
-        from .compare import compare_runs
-        from .paths import refuse_output_over_input
-        from .runs import write_json
+        from kofinsent.evaluation.compare import compare_runs
+        from kofinsent.paths import refuse_output_over_input
+        from kofinsent.runs import write_json
 
         path = out or Path(run_b) / "compare.json"
         # the files compare_runs reads; RUN_B/compare.json itself (the default) is an output, not one of them

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .config import ExperimentConfig
-from .config_sections import teacher_config
+from kofinsent.experiment.config import ExperimentConfig
+from kofinsent.experiment.sections import teacher_config
 
 TEACHER_DIR = "teacher"
 
@@ -29,7 +29,7 @@ def _served(standin: bool, log: Callable[[str], None]) -> Iterator[str | None]:
     if not standin:
         yield None
         return
-    from .dataset.teacher_standin import TeacherStandin
+    from kofinsent.dataset.teacher_standin import TeacherStandin
 
     with TeacherStandin() as server:
         log(f"  teacher: SYNTHETIC stand-in (not a model) on {server.url}")
@@ -40,8 +40,8 @@ def run_teacher_step(cfg: ExperimentConfig, run_dir: Path, resolve: Callable[[st
                      fresh: Callable[[str], Path], log: Callable[[str], None], progress: bool) -> dict[str, Any]:
     """Label ``[teacher].data`` into ``run_dir/teacher/``; returns run.json's headline counts. ``resolve`` maps an
     ``@`` path into the run, ``fresh`` clears a step directory inside it."""
-    from .backends import get_backend
-    from .dataset.teacher import previous_run_differs, run_teacher
+    from kofinsent.backends import get_backend
+    from kofinsent.dataset.teacher import previous_run_differs, run_teacher
 
     section = cfg.teacher
     assert section is not None

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from .backends.ollama import DEFAULT_HOST as OLLAMA_HOST
-from .backends.openai import DEFAULT_HOST as OPENAI_HOST
-from .config import ExperimentConfig
-from .export import FLOAT_TYPES
+from kofinsent.backends.ollama import DEFAULT_HOST as OLLAMA_HOST
+from kofinsent.backends.openai import DEFAULT_HOST as OPENAI_HOST
+from kofinsent.experiment.config import ExperimentConfig
+from kofinsent.export.model import FLOAT_TYPES
 
 
 class Package(NamedTuple):
@@ -206,8 +206,8 @@ def done_steps(cfg: ExperimentConfig, runs_root: str | Path, resume: str | Path 
                new: bool = False) -> set[str]:
     """The steps ``run_experiment(cfg, runs_root, resume, new)`` would skip: those done in the run of this config it
     continues (none for a new run, or for a directory of another config, which the run refuses anyway)."""
-    from .experiment import ExperimentError, continued_run
-    from .runs import read_json
+    from kofinsent.experiment.runner import ExperimentError, continued_run
+    from kofinsent.runs import read_json
 
     try:
         run_dir = continued_run(cfg, runs_root, resume, new)

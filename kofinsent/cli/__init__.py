@@ -4,12 +4,12 @@ from __future__ import annotations
 import typer
 
 from crawler.cli import app as crawl_app
-from kofinsent.dataset.cli import app as dataset_app
-from kofinsent.eval_cli import register as register_eval
-from kofinsent.export_cli import app as export_app
-from kofinsent.report_cli import register as register_report
-from kofinsent.run_cli import register as register_run
-from kofinsent.train_cli import register as register_train
+from kofinsent.cli.dataset import app as dataset_app
+from kofinsent.cli.eval import register as register_eval
+from kofinsent.cli.export import app as export_app
+from kofinsent.cli.report import register as register_report
+from kofinsent.cli.run import register as register_run
+from kofinsent.cli.train import register as register_train
 
 app = typer.Typer(
     help="kofinsent: crawl Naver stock-forum titles, build labelled datasets, fine-tune and evaluate models.",

@@ -1,5 +1,5 @@
-"""``kofinsent train``: a thin typer wrapper over :func:`kofinsent.train.train` (``--engine hf``) and
-:func:`kofinsent.train_unsloth.train_unsloth` (``--engine unsloth``)."""
+"""``kofinsent train``: a thin typer wrapper over :func:`kofinsent.training.hf_trainer.train` (``--engine hf``) and
+:func:`kofinsent.training.unsloth.train_unsloth` (``--engine unsloth``)."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
@@ -11,21 +11,21 @@ import typer
 
 def _errors() -> AbstractContextManager[None]:
     # imported here: `kofinsent --help` stays light
-    from .backends.base import BackendError
-    from .cli_errors import one_line_errors
-    from .runs import RunDirError
-    from .train import TrainError
+    from kofinsent.backends.base import BackendError
+    from kofinsent.cli.errors import one_line_errors
+    from kofinsent.runs import RunDirError
+    from kofinsent.training.hf_trainer import TrainError
 
     return one_line_errors(TrainError, BackendError, RunDirError)
 
 
 def _check_engine(engine: str, cuda: bool = True) -> None:
     """``--engine``'s value and, for unsloth with ``cuda``, a CUDA device (before unsloth is ever imported)."""
-    from .train import check_engine
+    from kofinsent.training.hf_trainer import check_engine
 
     check_engine(engine)
     if engine == "unsloth" and cuda:
-        from .train_unsloth import require_cuda
+        from kofinsent.training.unsloth import require_cuda
 
         require_cuda()
 
@@ -94,10 +94,10 @@ def train_command(
     template); writes the PEFT adapter to --out/adapter (several --seed: --out/seed<k>/adapter, one per seed)."""
     with _errors():
         _check_engine(engine, cuda=False)  # train_unsloth checks CUDA itself, after the options
-        from .paths import refuse_output_over_input
-        from .train import TrainConfig, train_with
-        from .training.batching import parse_batch_size
-        from .training.seeds import seed_dir_name, train_seeds
+        from kofinsent.paths import refuse_output_over_input
+        from kofinsent.training.batching import parse_batch_size
+        from kofinsent.training.hf_trainer import TrainConfig, train_with
+        from kofinsent.training.seeds import seed_dir_name, train_seeds
 
         # --overwrite deletes the run's files in --out (config.json, ...) before the model loads: neither the data
         # nor a local base model may be there
@@ -124,7 +124,7 @@ def train_command(
             _echo_run(m, Path(out) / seed_dir_name(k), f"seed {k}: ")
         accs = [m["val_accuracy"] for m in results.values() if m.get("val_accuracy") is not None]
         if len(accs) == len(results):
-            from .metrics import seed_summary
+            from kofinsent.evaluation.metrics import seed_summary
 
             s = seed_summary(accs)
             typer.echo(f"val_accuracy over {s['n']} seeds: mean {s['mean']:.3f} ± sd {s['sd']:.3f} (ddof 1)")
@@ -148,7 +148,7 @@ def _echo_run(m: dict, out: Path, prefix: str = "") -> None:
 
 
 def _is_main() -> bool:
-    from .train import _is_main as is_main
+    from kofinsent.training.hf_trainer import _is_main as is_main
 
     return is_main()
 

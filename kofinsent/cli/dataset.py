@@ -71,9 +71,8 @@ def build(
 ) -> None:
     """Label posts with price moves, sample per label, split, and write the dataset and its datasheet."""
     from crawler.errors import CrawlerError
-
-    from .build import build_dataset
-    from .errors import DatasetError
+    from kofinsent.dataset.build import build_dataset
+    from kofinsent.dataset.errors import DatasetError
 
     try:
         sheet = build_dataset(
@@ -103,9 +102,9 @@ def sharegpt(
     """Write the PRICE-LABEL ShareGPT JSONL for Unsloth: constant targets from the price label, a Korean system
     prompt and [제목] turns. Not seed 000's data (its replies come from a teacher and its chat is the evaluator's:
     `kofinsent dataset teacher` writes that sharegpt.jsonl)."""
-    from ..paths import OutputOverInputError
-    from .errors import DatasetError
-    from .sharegpt import export_sharegpt
+    from kofinsent.dataset.errors import DatasetError
+    from kofinsent.dataset.sharegpt import export_sharegpt
+    from kofinsent.paths import OutputOverInputError
 
     try:
         n = export_sharegpt(data, out, reply.value, confidence)
@@ -148,11 +147,11 @@ def teacher(
 ) -> None:
     """Ask a teacher model for seed 000's JSON reply about each title (naming the stock); keep the strictly valid
     ones. Resumable: the same command again goes on where it stopped."""
-    from ..backends.base import BackendError
-    from ..cli_errors import one_line_errors
-    from ..paths import OutputOverInputError
-    from .errors import DatasetError
-    from .teacher import TEACHER_FILE, TeacherConfig, run_teacher
+    from kofinsent.backends.base import BackendError
+    from kofinsent.cli.errors import one_line_errors
+    from kofinsent.dataset.errors import DatasetError
+    from kofinsent.dataset.teacher import TEACHER_FILE, TeacherConfig, run_teacher
+    from kofinsent.paths import OutputOverInputError
 
     cfg = TeacherConfig(backend=backend, model=model, data=str(data), out=str(out), host=host,
                         max_attempts=max_attempts, concurrency=concurrency, seed=seed, format=fmt.value,
@@ -179,7 +178,7 @@ def teacher(
                f"{Path(out) / 'datasheet.md'}")
 
 
-def main() -> None:  # pragma: no cover - `python -m kofinsent.dataset.cli`
+def main() -> None:  # pragma: no cover - `python -m kofinsent.cli.dataset`
     app()
 
 

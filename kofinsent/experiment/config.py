@@ -1,7 +1,7 @@
 """Experiment configs: one TOML file per experiment, strict keys and types, dotted ``key=value`` overrides.
 
-Defaults live in code (the ``train`` and ``eval`` tables are checked against :class:`kofinsent.train.TrainConfig` and
-:class:`kofinsent.evaluate.EvalConfig` themselves, so a new training option is usable from a config at once); an
+Defaults live in code (the ``train`` and ``eval`` tables are checked against :class:`kofinsent.training.hf_trainer.TrainConfig` and
+:class:`kofinsent.evaluation.evaluate.EvalConfig` themselves, so a new training option is usable from a config at once); an
 experiment file holds only what it changes. Unknown keys and wrong types are errors naming the key.
 
 Paths starting with ``@`` point into the run directory: ``@dataset/train.jsonl``, ``@teacher/sharegpt.jsonl``,
@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .config_sections import check_teacher, section_from_dataclass, teacher_section
-from .paths import NAME_RULE, check_name, is_safe_name, table_key
+from kofinsent.experiment.sections import check_teacher, section_from_dataclass, teacher_section
+from kofinsent.paths import NAME_RULE, check_name, is_safe_name, table_key
 
 REF = "@"
 TRAIN_SPLIT = "@dataset/train.jsonl"  # the default training data, and where kshot prompts draw their examples
@@ -165,7 +165,7 @@ class ReportSection(_Strict):
 
 
 def _train_section() -> type[BaseModel]:
-    from .train import TrainConfig
+    from kofinsent.training.hf_trainer import TrainConfig
 
     # seeds: one adapter per training seed, in train/NAME/seed<k>/ (see ExperimentConfig.train_runs)
     return section_from_dataclass(
@@ -175,7 +175,7 @@ def _train_section() -> type[BaseModel]:
 
 
 def _eval_section() -> type[BaseModel]:
-    from .evaluate import EvalConfig
+    from kofinsent.evaluation.evaluate import EvalConfig
 
     # model and shots may be lists: the table then stands for every combination (seed 003's k-shot grid)
     return section_from_dataclass(
@@ -186,7 +186,7 @@ def _eval_section() -> type[BaseModel]:
 
 TrainSection = _train_section()
 EvalSection = _eval_section()
-TeacherSection = teacher_section(TRAIN_SPLIT, _Strict)  # [teacher]: see kofinsent.config_sections
+TeacherSection = teacher_section(TRAIN_SPLIT, _Strict)  # [teacher]: see kofinsent.experiment.sections
 
 
 class ExperimentConfig(_Strict):
@@ -206,9 +206,9 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
-        from .backends import REGISTRY
-        from .evaluate import EvalConfig
-        from .train import TrainConfig
+        from kofinsent.backends import REGISTRY
+        from kofinsent.evaluation.evaluate import EvalConfig
+        from kofinsent.training.hf_trainer import TrainConfig
 
         _check_names(self)
         if (self.crawl is None) == (self.dataset.db is None):
@@ -271,7 +271,7 @@ class ExperimentConfig(_Strict):
     def train_runs(self) -> dict[str, tuple[str, int | None]]:
         """Every training run, by its directory under ``train/``: ``NAME`` -> (NAME, None) for a single seed,
         ``NAME/seed<k>`` -> (NAME, k) for each seed of a multi-seed table (one resumable step each)."""
-        from .training.seeds import seed_dir_name
+        from kofinsent.training.seeds import seed_dir_name
 
         out: dict[str, tuple[str, int | None]] = {}
         for name in self.train:
@@ -400,7 +400,7 @@ _SEED_DIR = re.compile(r"seed(\d+)")  # train/NAME/seed<k>/: one training seed o
 
 
 def _seed_suffix(seed: int) -> str:
-    from .training.seeds import seed_dir_name
+    from kofinsent.training.seeds import seed_dir_name
 
     return seed_dir_name(seed)
 
@@ -526,8 +526,8 @@ def _check_ref(cfg: ExperimentConfig, key: str, value: str, own: str | None = No
 def _check_options(key: str, config_cls: type, values: dict[str, Any]) -> None:
     """The checks ``kofinsent train`` / ``kofinsent eval`` make on their options (``config_cls.validate``), at load
     time, as a ValueError naming the table."""
-    from .evaluate import EvalConfigError
-    from .train import TrainError
+    from kofinsent.evaluation.evaluate import EvalConfigError
+    from kofinsent.training.hf_trainer import TrainError
 
     try:
         config_cls(**values, out="").validate(check_files=False)

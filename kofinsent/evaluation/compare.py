@@ -4,12 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .runs import read_json, read_jsonl
+from kofinsent.runs import read_json, read_jsonl
 
 
 def _per_item(records: list[dict[str, Any]], labels: tuple[str, ...]) -> tuple[Any, dict[Any, Any], dict[Any, Any]]:
     """Clusters of a run's records, each item's gold label and its one prediction (majority vote when repeated)."""
-    from .evaluation.clusters import Clusters, first_per_item, vote
+    from kofinsent.evaluation.clusters import Clusters, first_per_item, vote
 
     clusters = Clusters.of([r["id"] for r in records])
     gold = dict(zip(clusters.keys, first_per_item(clusters, [r["gold"] for r in records])))
@@ -23,7 +23,7 @@ def accuracy_difference(a: list[dict[str, Any]], b: list[dict[str, Any]], ids: l
     with a paired percentile bootstrap over items (each item resampled with all of its predictions in both runs)."""
     import numpy as np
 
-    from .evaluation.clusters import Bootstrap, cluster_ci
+    from kofinsent.evaluation.clusters import Bootstrap, cluster_ci
 
     pos = {i: j for j, i in enumerate(ids)}
     sums = np.zeros((4, len(ids)))  # correct_a, count_a, correct_b, count_b per item
@@ -46,8 +46,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, seed: int = 0) -> dict[st
     tests) for sentiment runs. Pairs are test items (by id): a run with several predictions per item (few-shot seeds,
     iterations) enters McNemar with one majority-vote prediction per item (:data:`clusters.TIE_RULE`), and the
     accuracy difference gets a paired bootstrap interval over items (``seed``)."""
-    from . import metrics as M
-    from .evaluation.clusters import TIE_RULE
+    from kofinsent.evaluation import metrics as M
+    from kofinsent.evaluation.clusters import TIE_RULE
 
     a_dir, b_dir = Path(run_a), Path(run_b)
     a, b = list(read_jsonl(a_dir / "predictions.jsonl")), list(read_jsonl(b_dir / "predictions.jsonl"))

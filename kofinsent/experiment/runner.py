@@ -6,11 +6,11 @@ environment.json, run.json (which steps are done, with what), log.txt, and each 
     crawl/summary.json (+ forum.sqlite unless crawl.db points elsewhere)   dataset/   teacher/   models/NAME/
     train/NAME/   export/NAME/   eval/NAME/   baselines/NAME/   compare/A__B.json
 
-The teacher step (:mod:`kofinsent.experiment_teacher`) resumes from its own records instead of being cleared.
+The teacher step (:mod:`kofinsent.experiment.teacher`) resumes from its own records instead of being cleared.
 
 ``train.NAME.seeds = [0, 1, 2]`` trains one run per seed into train/NAME/seed<k>/ (one step each, so a rerun skips
 the finished seeds); evals of such a table run once per seed (eval/NAME-seed<k>/), see
-:meth:`kofinsent.config.ExperimentConfig.eval_runs`.
+:meth:`kofinsent.experiment.config.ExperimentConfig.eval_runs`.
 
 A step is marked done in run.json only after its outputs are written, so a run killed anywhere and started again
 with the same command (same config and overrides) continues in the same directory: done steps are skipped, the
@@ -32,9 +32,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .config import REF, ExperimentConfig, dump_toml
-from .paths import is_safe_name, remove_tree, require_inside
-from .runs import environment, git_state, read_json, sha256_file, write_json
+from kofinsent.experiment.config import REF, ExperimentConfig, dump_toml
+from kofinsent.paths import is_safe_name, remove_tree, require_inside
+from kofinsent.runs import environment, git_state, read_json, sha256_file, write_json
 
 Log = Callable[[str], None]
 
@@ -263,7 +263,7 @@ class Experiment:
         return {"db_sha256": info["db_sha256"], "posts": sum(posts.values()), "requests": requests}
 
     def dataset(self) -> dict[str, Any]:
-        from .dataset.build import build_dataset
+        from kofinsent.dataset.build import build_dataset
 
         d = self.cfg.dataset
         db = self.path(d.db) if d.db else read_json(self.dir / "crawl" / "summary.json")["db"]
@@ -275,22 +275,22 @@ class Experiment:
                               allow_fewer=d.allow_fewer, progress=self.progress)
         counts = {f"n_{s}": n for s, n in sheet["counts"]["by_split"].items()}
         if d.sharegpt:
-            from .dataset.sharegpt import export_sharegpt
+            from kofinsent.dataset.sharegpt import export_sharegpt
 
             counts["n_sharegpt"] = export_sharegpt(out / "train.jsonl", out / "sharegpt.jsonl", d.sharegpt)
         return {"db_sha256": sha256_file(db), "train_sha256": sha256_file(out / "train.jsonl"),
                 "test_sha256": sha256_file(out / "test.jsonl"), **counts}
 
     def teacher(self) -> dict[str, Any]:
-        from .experiment_teacher import run_teacher_step
+        from kofinsent.experiment.teacher import run_teacher_step
 
         return run_teacher_step(self.cfg, self.dir, self.path, self._fresh, self.log, self.progress)
 
     def tiny_model(self, name: str) -> dict[str, Any]:
         """A tiny random model whose tokenizer is trained on the run's own training titles (plus forum-style lines
         and the seed prompt), so that it tokenizes this data the way a real Korean tokenizer would."""
-        from . import tiny
-        from .runs import read_jsonl
+        from kofinsent import tiny
+        from kofinsent.runs import read_jsonl
 
         m = self.cfg.models[name]
         titles = [r["title"] for r in read_jsonl(self.dir / "dataset" / "train.jsonl")]
@@ -302,8 +302,8 @@ class Experiment:
 
     def train(self, name: str, seed: int | None = None) -> dict[str, Any]:
         """``[train.NAME]`` into train/NAME/, or one seed of a multi-seed table into train/NAME/seed<k>/."""
-        from .train import TrainConfig, train_with
-        from .training.seeds import seed_dir_name
+        from kofinsent.training.hf_trainer import TrainConfig, train_with
+        from kofinsent.training.seeds import seed_dir_name
 
         spec = self.cfg.train[name].model_dump()
         engine = spec.pop("engine")
@@ -318,7 +318,7 @@ class Experiment:
         return {**({"seed": seed} if seed is not None else {}), **{k: metrics[k] for k in keep if k in metrics}}
 
     def export(self, name: str) -> dict[str, Any]:
-        from .export import export_gguf
+        from kofinsent.export.model import export_gguf
 
         e = self.cfg.export[name]
         out = self._fresh(f"export/{name}")
@@ -329,7 +329,7 @@ class Experiment:
     def evaluate(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         from tqdm import tqdm
 
-        from .evaluate import EvalConfig, EvalConfigError, evaluate, progress_total
+        from kofinsent.evaluation.evaluate import EvalConfig, EvalConfigError, evaluate, progress_total
 
         spec = dict(spec)
         for key in ("model", "adapter", "data", "train"):
@@ -349,7 +349,7 @@ class Experiment:
         return _headline(m)
 
     def baselines(self) -> dict[str, Any]:
-        from .baselines import baselines_to_dirs
+        from kofinsent.evaluation.baselines import baselines_to_dirs
 
         out = self._fresh("baselines")
         metrics = baselines_to_dirs(self.dir / "dataset" / "train.jsonl", self.dir / "dataset" / "test.jsonl", out,
@@ -357,7 +357,7 @@ class Experiment:
         return {name: _headline(m) for name, m in metrics.items()}
 
     def compare(self, a: str, b: str) -> dict[str, Any]:
-        from .compare import compare_runs
+        from kofinsent.evaluation.compare import compare_runs
 
         def where(x: str) -> Path:
             return self.dir / (x if x.startswith("baselines/") else f"eval/{x}")
@@ -370,7 +370,7 @@ class Experiment:
                 if res.get(k) is not None}
 
     def report(self) -> dict[str, Any]:
-        from .report import build_report
+        from kofinsent.report import build_report
 
         r = self.cfg.report
         out = Path(r.out or f"reports/{self.cfg.experiment.name}")

@@ -17,7 +17,7 @@ The steps are Unsloth's documented Llama-3 conversational recipe:
    whole chat, the five worked examples included, so the examples' replies are the same in every record: prompt,
    read but not learned, as in the chat the model is evaluated on.
 
-The run directory has the HF engine's layout (:mod:`kofinsent.train`): ``config.json`` (resolved config, engine
+The run directory has the HF engine's layout (:mod:`kofinsent.training.hf_trainer`): ``config.json`` (resolved config, engine
 ``"unsloth"``, data sha256), ``environment.json``, ``trainer_log.jsonl``, ``checkpoint-*/`` (``--resume``),
 ``adapter/`` (PEFT format + tokenizer), ``metrics.json`` and, with ``--merge``, ``merged/`` written by Unsloth's
 ``save_pretrained_merged(..., save_method="merged_16bit")``, which ``kofinsent export gguf --run`` converts.
@@ -36,8 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .runs import environment, sha256_file, write_json
-from .train import (
+from kofinsent.runs import environment, sha256_file, write_json
+from kofinsent.training.hf_trainer import (
     TrainConfig,
     TrainError,
     _is_main,

@@ -14,7 +14,7 @@ run directory holds ``config.json`` (the resolved config, the sha256 of the trai
 ``environment.json``, ``checkpoint-*/`` (every ``save_steps``; ``resume`` continues from the latest), ``adapter/``
 (PEFT format), ``metrics.json`` (losses and the validation slice's accuracy, scored as ``kofinsent eval`` scores:
 :mod:`.training.validation`) and, with ``merge``, ``merged/`` (the full model with the adapter folded in).
-``--engine unsloth`` (:mod:`kofinsent.train_unsloth`) writes the same layout.
+``--engine unsloth`` (:mod:`kofinsent.training.unsloth`) writes the same layout.
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from .prompts.direction import LABELS, seed2shot
-from .runs import environment, read_json, read_jsonl, sha256_file, write_json
-from .training.collators import PadCollator
+from kofinsent.prompts.direction import LABELS, seed2shot
+from kofinsent.runs import environment, read_json, read_jsonl, sha256_file, write_json
+from kofinsent.training.collators import PadCollator
 
 LOSSES = ("full", "answer-only")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -107,8 +107,8 @@ class TrainConfig:
         for name in ("lora_r", "lora_alpha", "grad_accum", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        from .training.attention import check_attention
-        from .training.batching import check_batch_options
+        from kofinsent.training.attention import check_attention
+        from kofinsent.training.batching import check_batch_options
 
         check_batch_options(self.batch_size, self.grad_accum, self.effective_batch_size)
         check_attention(self.attn_implementation)
@@ -227,7 +227,7 @@ def load_model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, Any]]:
     import transformers
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from .backends.hf import _looks_local
+    from kofinsent.backends.hf import _looks_local
 
     model_name = str(cfg.model)
     if (_looks_local(model_name) or Path(model_name).exists()) and not Path(model_name).expanduser().is_dir():
@@ -239,7 +239,7 @@ def load_model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, Any]]:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    from .training.attention import load_with_attention, used_attention
+    from kofinsent.training.attention import load_with_attention, used_attention
 
     cuda = torch.cuda.is_available()
     precision = _precision(cfg, cuda)
@@ -252,7 +252,7 @@ def load_model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, Any]]:
         if quant == "8bit":
             import logging
 
-            from .backends.hf import _drop_cast_warning
+            from kofinsent.backends.hf import _drop_cast_warning
 
             bnb_log = logging.getLogger("bitsandbytes.autograd._functions")  # one line per 8-bit matmul otherwise
             if _drop_cast_warning not in bnb_log.filters:
@@ -348,7 +348,7 @@ def prepare_out(cfg: TrainConfig, data_sha: str) -> Path | None:
         if not cfg.overwrite:
             raise TrainError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                              "or choose another --out")
-        from .paths import remove_file, remove_tree
+        from kofinsent.paths import remove_file, remove_tree
 
         # only the run's own files and folders, each checked to lie inside --out (a symlinked checkpoint-N that
         # leads elsewhere is refused, not followed)
@@ -385,8 +385,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_ds = [encode_example(tokenizer, r["title"], r["label"], cfg.loss, cfg.max_length) for r in train_recs]
     val_ds = [encode_example(tokenizer, r["title"], r["label"], cfg.loss, cfg.max_length) for r in val_recs]
     precision = _precision(cfg, facts["cuda"])
-    from .training.batching import plan_for_run
-    from .training.collators import make_collator
+    from kofinsent.training.batching import plan_for_run
+    from kofinsent.training.collators import make_collator
 
     collator = make_collator(cfg.packing, tokenizer.pad_token_id, facts["attn_implementation_used"], model)
     old = read_json(out / "config.json") if resume_from and (out / "config.json").is_file() else {}
@@ -429,7 +429,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     trainer.accelerator.wait_for_everyone()
     del trainer, model
     if _is_main():
-        from .training.validation import score_validation
+        from kofinsent.training.validation import score_validation
 
         metrics.update(score_validation(cfg.model, adapter_dir, val_recs, cfg))
         if cfg.merge:
@@ -444,7 +444,7 @@ def log_callback(path: Path) -> Any:
     Lines, from the main process only."""
     from transformers import TrainerCallback
 
-    from .runs import dumps
+    from kofinsent.runs import dumps
 
     class _Log(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
@@ -473,7 +473,7 @@ def train_with(engine: str, cfg: TrainConfig) -> dict[str, Any]:
     for CUDA itself before importing unsloth)."""
     check_engine(engine)
     if engine == "unsloth":
-        from .train_unsloth import train_unsloth
+        from kofinsent.training.unsloth import train_unsloth
 
         return train_unsloth(cfg)
     return train(cfg)

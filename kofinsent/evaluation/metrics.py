@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .evaluation.clusters import Bootstrap, Clusters, first_per_item, inference_note, ratio_ci, vote
+from kofinsent.evaluation.clusters import Bootstrap, Clusters, first_per_item, inference_note, ratio_ci, vote
 
 LABELS = ("[상승]", "[하락]")
 INVALID = "invalid"   # confusion column / F1 label of a prediction that is no label
@@ -213,7 +213,7 @@ def _lenient_ok(r: dict[str, Any]) -> bool:
         return True
     if "lenient_valid" in r:
         return bool(r["lenient_valid"])
-    from .prompts.sentiment import parse_lenient
+    from kofinsent.prompts.sentiment import parse_lenient
 
     return parse_lenient(r.get("raw") or "") is not None
 

@@ -1,4 +1,4 @@
-"""Building blocks of the experiment config (:mod:`kofinsent.config`): tables made from a stage's own option
+"""Building blocks of the experiment config (:mod:`kofinsent.experiment.config`): tables made from a stage's own option
 dataclass, and the ``[teacher]`` table (seed 000's data step, run by the ``teacher`` step).
 
 ``[teacher]`` takes the options of :class:`kofinsent.dataset.teacher.TeacherConfig` (backend, host, model,
@@ -39,7 +39,7 @@ def section_from_dataclass(cls: type, name: str, drop: set[str], extra: dict[str
 
 
 def teacher_section(train_split: str, base: type[BaseModel]) -> type[BaseModel]:
-    from .dataset.teacher import TeacherConfig
+    from kofinsent.dataset.teacher import TeacherConfig
 
     return section_from_dataclass(
         TeacherConfig, "TeacherSection", {"out", "overwrite", "data", "model", "backend", "synthetic"},
@@ -50,8 +50,8 @@ def teacher_section(train_split: str, base: type[BaseModel]) -> type[BaseModel]:
 def teacher_config(section: Any, data: str, out: str) -> Any:
     """The :class:`~kofinsent.dataset.teacher.TeacherConfig` a ``[teacher]`` table stands for (a stand-in's model
     and ``synthetic`` filled in; its host is the served stand-in's, set by the step)."""
-    from .dataset.teacher import TeacherConfig
-    from .dataset.teacher_standin import STANDIN_MODEL
+    from kofinsent.dataset.teacher import TeacherConfig
+    from kofinsent.dataset.teacher_standin import STANDIN_MODEL
 
     spec = section.model_dump()
     standin = spec.pop("standin")
@@ -63,8 +63,8 @@ def teacher_config(section: Any, data: str, out: str) -> Any:
 
 def check_teacher(section: Any, synthetic: bool) -> None:
     """The ``[teacher]`` table's own rules, as a ValueError naming the key (see the module docstring)."""
-    from .dataset.errors import DatasetConfigError
-    from .dataset.teacher_standin import STANDIN_MODEL
+    from kofinsent.dataset.errors import DatasetConfigError
+    from kofinsent.dataset.teacher_standin import STANDIN_MODEL
 
     if section.standin:
         if section.backend != "openai":

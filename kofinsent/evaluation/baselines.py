@@ -15,8 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from .metrics import classification_metrics
-from .prompts.direction import LABELS
+from kofinsent.evaluation.metrics import classification_metrics
+from kofinsent.prompts.direction import LABELS
 
 Analyzer = Literal["kiwi", "char"]
 
@@ -121,8 +121,8 @@ def baselines_to_dirs(train: str | Path, test: str | Path, out: str | Path, seed
                       overwrite: bool = False) -> dict[str, dict[str, Any]]:
     """Run every baseline on dataset files and write one run directory per baseline under ``out`` (config.json,
     environment.json, predictions.jsonl, metrics.json, as ``kofinsent eval`` does). Returns the metrics by name."""
-    from .evaluate import load_items
-    from .runs import RunDir, sha256_file
+    from kofinsent.evaluation.evaluate import load_items
+    from kofinsent.runs import RunDir, sha256_file
 
     results = run_baselines(load_items(train), load_items(test), seed)
     for name, res in results.items():

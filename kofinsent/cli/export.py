@@ -1,4 +1,4 @@
-"""``kofinsent export gguf`` and ``kofinsent export ollama``: thin typer wrappers over :mod:`kofinsent.export`."""
+"""``kofinsent export gguf`` and ``kofinsent export ollama``: thin typer wrappers over :mod:`kofinsent.export.model`."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
@@ -12,8 +12,8 @@ app = typer.Typer(help="Export a fine-tuned Llama model as GGUF (+ Ollama Modelf
 
 
 def _errors() -> AbstractContextManager[None]:
-    from .cli_errors import one_line_errors
-    from .export import ExportError  # imported here: `kofinsent --help` stays light
+    from kofinsent.cli.errors import one_line_errors
+    from kofinsent.export.model import ExportError  # imported here: `kofinsent --help` stays light
 
     return one_line_errors(ExportError)
 
@@ -34,8 +34,8 @@ def gguf_command(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show llama.cpp's quantization log.")] = False,
 ) -> None:
     """Write NAME-<quant>.gguf for each quant type, an Ollama Modelfile and manifest.json to --out."""
-    from .export import export_gguf
-    from .paths import check_name, refuse_output_over_input
+    from kofinsent.export.model import export_gguf
+    from kofinsent.paths import check_name, refuse_output_over_input
 
     with _errors():
         if name is not None:  # NAME-<quant>.gguf is written in --out: a plain file stem, no path
@@ -65,7 +65,7 @@ def ollama_command(
                             "next to the GGUF, else the built-in llama-3 sentiment one).")] = None,
 ) -> None:
     """Upload the GGUF to a running Ollama server (create_blob) and create NAME from it (create)."""
-    from .export import register_ollama
+    from kofinsent.export.model import register_ollama
 
     with _errors():
         res = register_ollama(gguf, name, host=host, modelfile=modelfile)

@@ -5,7 +5,7 @@ CPU only, no Unsloth, no llama.cpp checkout:
 - :func:`resolve_model` finds the Hugging Face model to convert: ``RUN_DIR/merged`` (a run trained with ``--merge``),
   else ``RUN_DIR/adapter`` folded into the base model named in ``RUN_DIR/config.json`` (peft ``merge_and_unload``,
   into a temporary directory), or a model directory given directly.
-- :func:`export_gguf` writes ``f32`` / ``f16`` with :func:`kofinsent.gguf_export.write_llama_gguf` and the quantized
+- :func:`export_gguf` writes ``f32`` / ``f16`` with :func:`kofinsent.export.gguf_writer.write_llama_gguf` and the quantized
   types (``q8_0``, ``q4_k_m``, ``q5_k_m``) by quantizing an f32 / f16 GGUF with llama-cpp-python's bundled
   ``llama_model_quantize``. K-quants need rows whose length is a multiple of 256; llama.cpp falls back to q5_0 / q5_1 /
   q8_0 for tensors that are not, and the manifest says so per file (``fallback``, ``tensor_types``).
@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .runs import sha256_file
+from kofinsent.runs import sha256_file
 
 FLOAT_TYPES = ("f32", "f16")
 # quant name -> llama.cpp's llama_ftype constant (llama_cpp.LLAMA_FTYPE_*)
@@ -73,7 +73,7 @@ def parse_quants(spec: str | Sequence[str]) -> list[str]:
 
 # -- which model -------------------------------------------------------------------------------------------------------
 def _check_llama(hf_dir: Path) -> None:
-    from .gguf_export import _hparams, _read_json
+    from kofinsent.export.gguf_writer import _hparams, _read_json
 
     try:
         _hparams(_read_json(hf_dir / "config.json"))
@@ -126,13 +126,13 @@ def resolve_model(run: str | Path | None = None, model: str | Path | None = None
         _check_llama(Path(base))
     tmp = Path(tempfile.mkdtemp(prefix="kofinsent-merge-"))
     try:
-        from .train import merge_adapter
+        from kofinsent.training.hf_trainer import merge_adapter
 
         out = merge_adapter(base, adapter, tmp / "merged")
         _check_llama(out)
         yield out
     finally:
-        from .paths import remove_tree
+        from kofinsent.paths import remove_tree
 
         remove_tree(tmp, tempfile.gettempdir(), ignore_errors=True)  # ours: made by mkdtemp above
 
@@ -157,7 +157,7 @@ def quantize_gguf(src: str | Path, dst: str | Path, quant: str, nthread: int = 0
     with suppress_stdout_stderr(disable=verbose):
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0 or not Path(dst).is_file():
-        from .paths import remove_file
+        from kofinsent.paths import remove_file
 
         remove_file(dst, Path(dst).parent, missing_ok=True)  # the partial file, where it was being written
         raise ExportError(f"{quant}: llama.cpp quantization of {src} failed (return code {rc})")
@@ -192,7 +192,7 @@ def modelfile_text(gguf_file: str, system: str | None = None, template: str = LL
                    stop: Sequence[str] = LLAMA3_STOP, parameters: dict[str, Any] | None = None) -> str:
     """An Ollama Modelfile for ``gguf_file`` (a path relative to the Modelfile, e.g. ``model-q4_k_m.gguf``)."""
     if system is None:
-        from .prompts.sentiment import SYSTEM_PROMPT as system
+        from kofinsent.prompts.sentiment import SYSTEM_PROMPT as system
     for text, what in ((system, "system prompt"), (template, "template")):
         if '"""' in text:
             raise ExportError(f'the {what} contains """, which a Modelfile cannot quote')
@@ -263,7 +263,7 @@ def export_gguf(out_dir: str | Path, quants: str | Sequence[str], run: str | Pat
     """Write ``NAME-<quant>.gguf`` for each quant, a Modelfile (FROM the first quant) and ``manifest.json`` to
     ``out_dir``; returns the manifest. A failed quant is recorded under ``failed`` and the others are still written;
     if none is written, :class:`ExportError`."""
-    from .gguf_export import write_llama_gguf
+    from kofinsent.export.gguf_writer import write_llama_gguf
 
     quants = parse_quants(quants)
     out = Path(out_dir)

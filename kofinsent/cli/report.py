@@ -10,8 +10,8 @@ import typer
 
 def _errors() -> AbstractContextManager[None]:
     """One ``error: ...`` line on stderr and exit status 2 (as every kofinsent command) for what the user can fix."""
-    from .cli_errors import one_line_errors  # imported here so that `kofinsent --help` stays light
-    from .report.collect import ReportError
+    from kofinsent.cli.errors import one_line_errors  # imported here so that `kofinsent --help` stays light
+    from kofinsent.report.collect import ReportError
 
     return one_line_errors(ReportError, OSError)
 
@@ -29,7 +29,7 @@ def report_command(
 ) -> None:
     """Build report.md, report.tex, report.html, report.json and figures from saved run directories."""
     with _errors():
-        from .report import build_report
+        from kofinsent.report import build_report
 
         report = build_report(run_dirs, out, title=title, examples=examples)
         if report.synthetic:
