@@ -427,7 +427,8 @@ def stage_train(ctx: Ctx) -> None:
 # -- stage: learn -------------------------------------------------------------------------------------------------------------
 def stage_learn(ctx: Ctx) -> None:
     from kofinsent.backends.hf import HFBackend
-    from kofinsent.prompts.direction import LABELS, seed2shot
+    from kofinsent.labels import LABELS
+    from kofinsent.prompts.direction import seed2shot
 
     quiet()
     base = str(ctx.work / "tiny_neox")

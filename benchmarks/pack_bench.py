@@ -3,7 +3,7 @@
     python benchmarks/pack_bench.py [--examples 256] [--batch-size 32] [--hidden 256] [--layers 4] [--repeats 3]
                                     [--threads 1] [--device cpu|cuda]
 
-One LoRA model built as ``kofinsent train`` builds it (``kofinsent.training.hf_trainer.load_model``, SDPA attention) trains on the
+One LoRA model built as ``kofinsent train`` builds it (``kofinsent.training.loading.load_model``, SDPA attention) trains on the
 same seed2shot examples (synthetic forum titles, full loss) in the order the HF Trainer's length-grouped sampler gives,
 one pass per policy, from the same LoRA weights and a fresh AdamW each time (``benchmarks/train_bench.py``'s loop):
 
@@ -74,7 +74,8 @@ def main() -> None:
 
     from kofinsent import tiny
     from kofinsent.training.collators import ROW_TOKENS, PackCollator, PadCollator
-    from kofinsent.training.hf_trainer import TrainConfig, load_model
+    from kofinsent.training.loading import load_model
+    from kofinsent.training.options import TrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

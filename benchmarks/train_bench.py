@@ -5,13 +5,13 @@
                                      [--mem-hidden 1024] [--mem-layers 6] [--mem-vocab 30080]
                                      [--polyglot-1.3b-shape [--steps 20]] [--skip-throughput] [--skip-memory]
 
-(1) Throughput. One LoRA model, built exactly as ``kofinsent train`` builds it (``kofinsent.training.hf_trainer.load_model``: the
+(1) Throughput. One LoRA model, built exactly as ``kofinsent train`` builds it (``kofinsent.training.loading.load_model``: the
     GPT-NeoX default target ``query_key_value``, r 8), trains on the same ``--examples`` seed2shot examples
-    (``kofinsent.training.hf_trainer.encode_example``: context + " " + label + EOS, full loss) made from synthetic 종목토론방 titles
+    (``kofinsent.training.records.encode_example``: context + " " + label + EOS, full loss) made from synthetic 종목토론방 titles
     (``kofinsent.tiny.forum_titles``), at the same batch size, one pass over all examples per padding policy:
       (a) what ``kofinsent train`` does: ``transformers.trainer_pt_utils.LengthGroupedSampler`` (the sampler the HF
           Trainer builds for ``train_sampling_strategy="group_by_length"``, with the same batch-size argument) and
-          ``kofinsent.training.hf_trainer.PadCollator`` (each batch padded to its own longest example) — imported, not copied;
+          ``kofinsent.training.collators.PadCollator`` (each batch padded to its own longest example) — imported, not copied;
       (c) dynamic padding in random order (no length grouping), to show what the grouping adds;
       (b) the seed's fixed padding, random order (its loop uses a shuffled DataLoader): every example padded to
           (b1) the longest example of the data set and (b2) a fixed ``--max-length`` (default 512: the only
@@ -127,8 +127,8 @@ def build_examples(tokenizer: Any, n: int, seed: int) -> list[dict[str, list[int
     import random
 
     from kofinsent import tiny
-    from kofinsent.prompts.direction import LABELS
-    from kofinsent.training.hf_trainer import encode_example
+    from kofinsent.labels import LABELS
+    from kofinsent.training.records import encode_example
 
     rng = random.Random(seed)
     titles = tiny.forum_titles(n, seed=seed)
@@ -192,7 +192,9 @@ def throughput(args: argparse.Namespace, tok: Any, tmp: Path) -> None:
     import torch
 
     from kofinsent import tiny
-    from kofinsent.training.hf_trainer import PadCollator, TrainConfig, load_model
+    from kofinsent.training.collators import PadCollator
+    from kofinsent.training.loading import load_model
+    from kofinsent.training.options import TrainConfig
 
     model_dir = tiny.make_gpt_neox(tmp / "neox_small", tok, seed=0, hidden=args.hidden, layers=args.layers,
                                    heads=args.heads, init_std=0.02)
@@ -394,7 +396,9 @@ def memory(args: argparse.Namespace, tmp: Path) -> None:
 def polyglot_steps(args: argparse.Namespace, tok: Any, tmp: Path) -> None:
     import torch
 
-    from kofinsent.training.hf_trainer import PadCollator, TrainConfig, load_model
+    from kofinsent.training.collators import PadCollator
+    from kofinsent.training.loading import load_model
+    from kofinsent.training.options import TrainConfig
 
     if args.device != "cuda":
         print("[3] note: --polyglot-1.3b-shape on CPU is slow (environment notes: ~11 s per 1x128-token 8-bit step)")

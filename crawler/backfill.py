@@ -137,11 +137,33 @@ class _Walker:
             self.progress(self.rng.days, self.result.stored)
 
 
+class _Resumable:
+    """``run``: nothing for a job already done, the walk from the cursor a killed crawl left, else a fresh start.
+    Subclasses name their cursor (``cursor_key``) and say how to start and how to resume."""
+
+    cursor_key: str
+    walker: _Walker
+
+    def run(self) -> BackfillResult:
+        done, cursor = self.walker.saved_cursor(self.cursor_key)
+        if done:
+            return self.walker.result
+        return self._start() if cursor is None else self._resume(cursor)
+
+    def _start(self) -> BackfillResult:
+        raise NotImplementedError
+
+    def _resume(self, cursor: object) -> BackfillResult:
+        raise NotImplementedError
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Community API
 # ---------------------------------------------------------------------------------------------------------------
-class ApiBackfill:
+class ApiBackfill(_Resumable):
     """Backfill one stock's posts in a date range from the community JSON API."""
+
+    cursor_key = "cursor"
 
     def __init__(self, fetcher: Fetcher, store: Store, code: str, rng: DateRange, *,
                  page_size: int = PAGE_SIZE, progress: Progress = _noop) -> None:
@@ -154,17 +176,14 @@ class ApiBackfill:
         return self.fetcher.get(API_URL, params, referer=api_referer(self.code), accept="application/json",
                                 parse=lambda r: api_source.parse_posts_page(r.text(), self.code))
 
-    def run(self) -> BackfillResult:
-        w = self.walker
-        done, cursor = w.saved_cursor("cursor")
-        if done:
-            return w.result
-        if cursor is not None:
-            return self._walk(self.fetch(str(cursor)), str(cursor))
+    def _resume(self, cursor: object) -> BackfillResult:
+        return self._walk(self.fetch(str(cursor)), str(cursor))
+
+    def _start(self) -> BackfillResult:
         start = self._search()
         if start is None:
-            w.commit([], {"cursor": None}, done=True)
-            return w.result
+            self.walker.commit([], {"cursor": None}, done=True)
+            return self.walker.result
         return self._walk(*start)
 
     # The walk: store each page with the cursor of the next one. It ends only where it is proven to: a page wholly
@@ -282,8 +301,10 @@ def _id_rate(posts: list[Post]) -> float | None:
 # ---------------------------------------------------------------------------------------------------------------
 # Legacy HTML board
 # ---------------------------------------------------------------------------------------------------------------
-class HtmlBackfill:
+class HtmlBackfill(_Resumable):
     """Backfill one stock's posts in a date range from the legacy board list pages (page 1 = newest)."""
+
+    cursor_key = "page"
 
     def __init__(self, fetcher: Fetcher, store: Store, code: str, rng: DateRange, *,
                  progress: Progress = _noop) -> None:
@@ -301,17 +322,14 @@ class HtmlBackfill:
             )
         return self._pages[page]
 
-    def run(self) -> BackfillResult:
-        w = self.walker
-        done, page = w.saved_cursor("page")
-        if done:
-            return w.result
-        if page is not None:
-            return self._walk(int(page))
+    def _resume(self, cursor: object) -> BackfillResult:
+        return self._walk(int(cursor))
+
+    def _start(self) -> BackfillResult:
         first = self.fetch(1)
         if not first.posts:
-            w.commit([], {"page": None}, done=True)
-            return w.result
+            self.walker.commit([], {"page": None}, done=True)
+            return self.walker.result
         p = self._search(first)
         # Rows moved down while we searched: drop stale pages and step back until the page's newest post is after
         # the range, so the range's newest posts are not left on an earlier page. An empty page says nothing (its

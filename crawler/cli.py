@@ -6,21 +6,27 @@ is corrupted, a full disk); exit 3 with ``blocked:``, ``rate-limited:`` or ``err
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from crawler.errors import CrawlerError
+
+if TYPE_CHECKING:
+    from crawler.crawl import HttpConfig
 
 app = typer.Typer(help="Crawl forum posts, daily prices and the stock universe from Naver.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -103,79 +109,103 @@ def _store(db: Path, readonly: bool = False):
     return Store(db, readonly=readonly)
 
 
+@dataclass(frozen=True)
+class SiteOptions:
+    """The options ``posts`` and ``prices`` share: the db they write to, and how they ask the site."""
+
+    db: Path
+    base_url: str | None
+    delay: float
+    retries: int
+    timeout: float
+    max_requests: int | None
+    cache_dir: Path | None
+    max_wait: float
+
+    def http(self) -> HttpConfig:
+        """Raises ValueError naming the bad option; called after the command's own input is checked."""
+        from crawler.crawl import HttpConfig
+
+        return HttpConfig(delay=self.delay, retries=self.retries, timeout=self.timeout,
+                          max_requests=self.max_requests, cache_dir=self.cache_dir, base_url=self.base_url,
+                          max_wait=self.max_wait)
+
+
+def site_options(
+    db: Db = DEFAULT_DB,
+    base_url: BaseUrl = None,
+    delay: Delay = 0.7,
+    retries: Retries = 5,
+    timeout: Timeout = 15.0,
+    max_requests: MaxRequests = None,
+    cache_dir: CacheDir = None,
+    max_wait: MaxWait = 300.0,
+) -> SiteOptions:
+    return SiteOptions(db, base_url, delay, retries, timeout, max_requests, cache_dir, max_wait)
+
+
+def with_site_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the options of :func:`site_options` after its own, passed to it as one ``site``.
+
+    Typer reads a command's options from its signature, so the shared ones are declared once (above) and appended
+    to the signature here rather than written out again in each command."""
+    own = inspect.signature(command, eval_str=True)
+    shared = inspect.signature(site_options, eval_str=True).parameters
+
+    @functools.wraps(command)
+    def run(**kwargs: object) -> None:
+        command(**{k: v for k, v in kwargs.items() if k not in shared},
+                site=site_options(**{k: v for k, v in kwargs.items() if k in shared}))
+
+    params = [p for p in own.parameters.values() if p.name != "site"] + list(shared.values())
+    run.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+    return run
+
+
 @app.command()
+@with_site_options
 def posts(
     codes: Codes,
     since: Since,
     until: Until,
     source: Annotated[str, typer.Option("--source", help="api (stock.naver.com JSON) or html (legacy board).")] = "api",
-    db: Db = DEFAULT_DB,
-    base_url: BaseUrl = None,
-    delay: Delay = 0.7,
-    retries: Retries = 5,
-    timeout: Timeout = 15.0,
-    max_requests: MaxRequests = None,
-    cache_dir: CacheDir = None,
-    max_wait: MaxWait = 300.0,
+    *,
+    site: SiteOptions,
 ) -> None:
     """Backfill forum posts of each stock in [since, until] (KST, inclusive). Resumes an interrupted crawl."""
     with _errors():
-        from crawler.backfill import DateRange, backfill, progress_bar
+        from crawler.crawl import CrawlPlan, StockCrawl, crawl
 
-        code_list = parse_codes(codes)
-        rng = DateRange(parse_day(since, "--since"), parse_day(until, "--until"))
-        if source not in ("api", "html"):
-            raise UsageError(f"--source must be api or html, got {source!r}")
-        fetcher = _fetcher(base_url, delay, retries, timeout, max_requests, cache_dir, max_wait)
-        fetcher.check_reachable()
-        store = _store(db)
-        try:
-            for code in code_list:
-                update, close = progress_bar(rng.days, f"{code} posts")
-                try:
-                    res = backfill(source, fetcher, store, code, rng, progress=update)
-                finally:
-                    close()
-                state = "already complete" if res.already_done else ("resumed, " if res.resumed else "") + "done"
-                typer.echo(f"{code}: {res.stored} new posts from {res.pages} pages (+{res.probes} search "
-                           f"requests), {store.count_posts(code)} stored in all; {state}")
-            typer.echo(f"{fetcher.stats.requests} requests ({fetcher.stats.retries} retries) -> {db}")
-        finally:
-            store.close()
+        plan = CrawlPlan(parse_codes(codes), parse_day(since, "--since"), parse_day(until, "--until"), source=source,
+                         prices=False)
+
+        def report(s: StockCrawl) -> None:
+            res = s.posts
+            state = "already complete" if res.already_done else ("resumed, " if res.resumed else "") + "done"
+            typer.echo(f"{s.code}: {res.stored} new posts from {res.pages} pages (+{res.probes} search "
+                       f"requests), {s.posts_in_db} stored in all; {state}")
+
+        done = crawl(site.db, plan, site.http(), report=report)
+        typer.echo(f"{done.requests} requests ({done.retries} retries) -> {site.db}")
 
 
 @app.command()
-def prices(
-    codes: Codes,
-    since: Since,
-    until: Until,
-    db: Db = DEFAULT_DB,
-    base_url: BaseUrl = None,
-    delay: Delay = 0.7,
-    retries: Retries = 5,
-    timeout: Timeout = 15.0,
-    max_requests: MaxRequests = None,
-    cache_dir: CacheDir = None,
-    max_wait: MaxWait = 300.0,
-) -> None:
+@with_site_options
+def prices(codes: Codes, since: Since, until: Until, *, site: SiteOptions) -> None:
     """Store adjusted daily bars (siseJson, fchart as fallback); halt days and empty bars are dropped."""
     with _errors():
-        from crawler.prices import fetch_prices
+        from crawler.crawl import CrawlPlan, StockCrawl, crawl
 
         code_list = parse_codes(codes)
         d0, d1 = parse_day(since, "--since"), parse_day(until, "--until")
         if d0 > d1:
             raise UsageError(f"--since ({d0}) is after --until ({d1})")
-        fetcher = _fetcher(base_url, delay, retries, timeout, max_requests, cache_dir, max_wait)
-        fetcher.check_reachable()
-        store = _store(db)
-        try:
-            for code in code_list:
-                bars, src = fetch_prices(fetcher, code, d0, d1)
-                store.write_prices(bars, src)
-                typer.echo(f"{code}: {len(bars)} bars {bars[0].date}..{bars[-1].date} from {src}")
-        finally:
-            store.close()
+        plan = CrawlPlan(code_list, d0, d1, posts=False)
+
+        def report(s: StockCrawl) -> None:
+            typer.echo(f"{s.code}: {len(s.bars)} bars {s.bars[0].date}..{s.bars[-1].date} from {s.price_source}")
+
+        crawl(site.db, plan, site.http(), report=report)
 
 
 @app.command()

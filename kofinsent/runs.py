@@ -29,12 +29,10 @@ class RunDirError(Exception):
     """The output directory holds another run (and neither resume nor overwrite was asked for)."""
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes: the one file digest of the package (data, models, dbs, outputs)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:

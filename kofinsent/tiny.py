@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kofinsent.prompts.direction import CONTINUATIONS, INSTRUCTION, LABELS, SEED_EXAMPLES, seed2shot
+from kofinsent.labels import LABELS
+from kofinsent.prompts.direction import CONTINUATIONS, INSTRUCTION, SEED_EXAMPLES, seed2shot
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

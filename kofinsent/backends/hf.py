@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +37,7 @@ from kofinsent.backends.hf_batching import (
     TokenBudgetBatching,
     budget_cache_file,
 )
+from kofinsent.backends.hf_loading import bnb_config, drop_cast_warning, looks_local, require_bitsandbytes
 from kofinsent.backends.hf_prefix_cache import (
     PREFIX_KV,
     SHARED_PREFIX_ATTENTION,
@@ -65,18 +64,12 @@ _PREFIX = PREFIX_KV
 _shared_prefix_attention = shared_prefix_attention
 
 
-def looks_local(name: str) -> bool:
-    """A filesystem path rather than a hub id ("org/name"): never try the hub for it."""
-    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
-
-
 def _sha256_files(files: Sequence[Path], root: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(files):
         h.update(str(f.relative_to(root)).encode() + b"\0")
         with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+            hashlib.file_digest(fh, lambda: h)  # one running digest over names and bytes of every file
     return h.hexdigest()
 
 
@@ -198,11 +191,7 @@ class HFBackend(TokenBudgetBatching, PrefixCachedScoring):
 
     # -- loading ---------------------------------------------------------------------------------------------------
     def _check_bitsandbytes(self, torch_dtype: Any) -> Any:
-        try:
-            import bitsandbytes  # noqa: F401
-        except Exception as e:  # a broken CUDA setup raises more than ImportError
-            raise BackendError(f"hf: --load-in-{self.quantization} needs a working bitsandbytes "
-                               f"(pip install bitsandbytes): {type(e).__name__}: {e}") from e
+        require_bitsandbytes(self.quantization, BackendError, prefix="hf: ")
         # bitsandbytes on CPU is only usable with float32 compute (environment notes: a 1.3B LoRA step did not
         # finish in 9.5 min with the half-precision default, ~11 s with float32).
         if torch_dtype == "auto":
@@ -210,15 +199,7 @@ class HFBackend(TokenBudgetBatching, PrefixCachedScoring):
         return torch_dtype
 
     def _bnb_config(self, torch_dtype: Any) -> Any:
-        from transformers import BitsAndBytesConfig
-
-        if self.quantization == "8bit":
-            # bitsandbytes logs this on every 8-bit matmul of a float32 input: once per layer per batch.
-            bnb_log = logging.getLogger("bitsandbytes.autograd._functions")
-            if drop_cast_warning not in bnb_log.filters:
-                bnb_log.addFilter(drop_cast_warning)
-            return BitsAndBytesConfig(load_in_8bit=True)
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch_dtype, bnb_4bit_quant_type="nf4")
+        return bnb_config(self.quantization, torch_dtype)
 
     def _load_adapter(self, lm: Any, adapter: str) -> Any:
         if not Path(adapter).is_dir():
@@ -463,16 +444,6 @@ class _StopOnText(StoppingCriteria):
             if self.done_at[r] is None and any(s in text for s in self.stops):
                 self.done_at[r] = n
         return torch.tensor([d is not None for d in self.done_at], device=input_ids.device)
-
-
-def drop_cast_warning(record: logging.LogRecord) -> bool:
-    """A logging filter for bitsandbytes' 8-bit cast message (logged on every matmul of a float32 input)."""
-    return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
-
-
-# train.py imports these under their old names.
-_looks_local = looks_local
-_drop_cast_warning = drop_cast_warning
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:

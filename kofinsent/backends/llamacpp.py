@@ -21,7 +21,6 @@ llama.cpp's usual 2048.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -32,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from kofinsent.backends.base import BackendError, Chat, Generation, GenOptions, MissingExtraError, Prompt
+from kofinsent.backends.lmeval_tokens import lm_eval_pair
+from kofinsent.runs import sha256_file
 
 
 def _import_llama_cpp() -> Any:
@@ -42,23 +43,7 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 DEFAULT_N_CTX = 8192  # seed 000's num_ctx
-
-
-def move_whitespace(context: str, continuation: str) -> tuple[str, str]:
-    """lm-eval's ``_encode_pair`` first step: the context's trailing whitespace moves to the continuation."""
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces == 0:
-        return context, continuation
-    return context[:-n_spaces], context[-n_spaces:] + continuation
 
 
 class LlamaCppBackend:
@@ -134,15 +119,7 @@ class LlamaCppBackend:
 
     def lm_eval_tokens(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """(context tokens, continuation tokens) as lm-eval 0.4.x ``HFLM`` makes them (and the hf backend)."""
-        if context == "":
-            cont = self._plain(continuation)
-            return (cont[:1], cont[1:]) if cont and cont[0] == self._bos else ([self._bos], cont)
-        context, continuation = move_whitespace(context, continuation)
-        ctx = self.encode(context)
-        if not ctx:  # an all-whitespace context: condition on the prefix token, as the hf backend does
-            return [self._bos], self._plain(continuation)
-        whole = self.encode(context + continuation)
-        return ctx, whole[len(ctx):]
+        return lm_eval_pair(context, continuation, self.encode, self._plain, self._bos)
 
     def _request_tokens(self, context: str, continuation: str) -> tuple[list[int], int]:
         """(context + continuation tokens, number of continuation tokens scored)."""
@@ -228,7 +205,7 @@ class LlamaCppBackend:
     def identity(self) -> dict[str, Any]:
         meta = self.llm.metadata
         return {
-            "backend": self.name, "model": str(self.path.resolve()), "sha256": _sha256(self.path),
+            "backend": self.name, "model": str(self.path.resolve()), "sha256": sha256_file(self.path),
             "size": self.path.stat().st_size, "architecture": meta.get("general.architecture"),
             "name": meta.get("general.name"), "file_type": _int_or_none(meta.get("general.file_type")),
             "chat_format": self.llm.chat_format, "n_ctx": self.n_ctx, "n_threads": self.llm.n_threads,
@@ -278,4 +255,4 @@ def _int_or_none(v: Any) -> int | None:
         return None
 
 
-__all__ = ["DEFAULT_N_CTX", "LlamaCppBackend", "json_grammar", "move_whitespace"]
+__all__ = ["DEFAULT_N_CTX", "LlamaCppBackend", "json_grammar"]

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from kofinsent.cli.options import FromParam, StageOptions, choice, text
+
 app = typer.Typer(
     help="Build labelled [상승]/[하락] datasets from a crawler db, and export them for fine-tuning.",
     no_args_is_help=True,
@@ -119,6 +121,12 @@ class TeacherFormat(str, Enum):
     free = "free"
 
 
+# kofinsent dataset teacher's options are TeacherConfig's fields (kofinsent.cli.options); these differ in name or shape
+TEACHER_OPTIONS = StageOptions(
+    renamed={"data": FromParam("data", text), "out": FromParam("out", text), "format": FromParam("fmt", choice)},
+    not_options={"synthetic": "set by the experiment runner for its stand-in teacher ([teacher] standin = true)"})
+
+
 @app.command()
 def teacher(
     backend: Annotated[str, typer.Option(help="the teacher's backend: openai (any OpenAI-compatible server; key from "
@@ -147,16 +155,14 @@ def teacher(
 ) -> None:
     """Ask a teacher model for seed 000's JSON reply about each title (naming the stock); keep the strictly valid
     ones. Resumable: the same command again goes on where it stopped."""
+    params = dict(locals())  # the options by name, before any other local exists
     from kofinsent.backends.base import BackendError
     from kofinsent.cli.errors import one_line_errors
     from kofinsent.dataset.errors import DatasetError
     from kofinsent.dataset.teacher import TEACHER_FILE, TeacherConfig, run_teacher
     from kofinsent.paths import OutputOverInputError
 
-    cfg = TeacherConfig(backend=backend, model=model, data=str(data), out=str(out), host=host,
-                        max_attempts=max_attempts, concurrency=concurrency, seed=seed, format=fmt.value,
-                        temperature=temperature, max_new_tokens=max_new_tokens, n_gpu_layers=n_gpu_layers,
-                        n_ctx=n_ctx, overwrite=overwrite)
+    cfg = TEACHER_OPTIONS.build(TeacherConfig, params)
     with one_line_errors(DatasetError, OutputOverInputError, OSError):
         try:
             sheet, new = run_teacher(cfg, progress=progress)

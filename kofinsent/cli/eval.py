@@ -14,13 +14,15 @@ from typing import Annotated
 
 import typer
 
+from kofinsent.cli.options import FromParam, StageOptions, text
+
 STARTED = time.perf_counter()
 
 
 def _errors() -> AbstractContextManager[None]:
     from kofinsent.backends.base import BackendError  # imported here: `kofinsent --help` stays light
     from kofinsent.cli.errors import one_line_errors
-    from kofinsent.evaluation.evaluate import EvalConfigError
+    from kofinsent.evaluation.options import EvalConfigError
     from kofinsent.runs import RunDirError
 
     return one_line_errors(BackendError, EvalConfigError, RunDirError)
@@ -61,6 +63,21 @@ def _parse_batch_size(value: str | None) -> int | str | None:
         raise ValueError(f"--batch-size must be a positive integer or auto, got {value!r}") from None
 
 
+def _parse_seeds(value: str) -> list[int]:
+    try:
+        return [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--fewshot-seeds must be comma-separated integers, got {value!r}") from None
+
+
+# kofinsent eval's options are EvalConfig's fields (kofinsent.cli.options); these differ in name or shape
+EVAL_OPTIONS = StageOptions(renamed={
+    "data": FromParam("data", text), "out": FromParam("out", text), "train": FromParam("train", text),
+    "fewshot_seeds": FromParam("fewshot_seeds", _parse_seeds), "batch_size": FromParam("batch_size", _parse_batch_size),
+    "format": FromParam("fmt"),
+})
+
+
 def eval_command(
     backend: Annotated[str, typer.Option("--backend", help="hf, llamacpp, ollama or openai (an OpenAI-compatible "
                                                           "server; key from OPENAI_API_KEY).")],
@@ -77,6 +94,9 @@ def eval_command(
     train: Annotated[Path | None, typer.Option("--train", help="Train split for kshot examples.")] = None,
     shots: Annotated[int, typer.Option("--shots", help="K for --prompt kshot (0, 5, 10, 50).")] = 0,
     fewshot_seeds: Annotated[str, typer.Option("--fewshot-seeds", help="Comma-separated seeds.")] = "1,2,3",
+    balanced_shots: Annotated[bool, typer.Option(
+        "--balanced-shots/--no-balanced-shots", help="kshot: K/2 examples of each label (the default), or K drawn "
+                                                     "from the whole train split.")] = True,
     iterations: Annotated[int, typer.Option("--iterations", help="Repeats per item (sentiment).")] = 1,
     batch_size: Annotated[str | None, typer.Option(
         "--batch-size", help="Rows per forward pass, or auto: batches by a token budget, longest first, the largest "
@@ -87,38 +107,35 @@ def eval_command(
     fmt: Annotated[str, typer.Option("--format", help="Sentiment: schema (constrained) or free.")] = "schema",
     concurrency: Annotated[int, typer.Option("--concurrency", help="openai: requests in flight at once.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed (sent with every request).")] = 0,
-    no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Plain lm-eval-style path.")] = False,
+    prefix_cache: Annotated[bool, typer.Option(
+        "--prefix-cache/--no-prefix-cache", help="hf, llamacpp: run the shared prompt once (the default), or the "
+                                                 "plain lm-eval-style path.")] = True,
     n_gpu_layers: Annotated[int | None, typer.Option(
         "--n-gpu-layers", help="llamacpp: layers offloaded to the GPU (-1 all, 0 none). Default: all when "
                                "llama-cpp-python was built with GPU offload, else 0.")] = None,
     n_ctx: Annotated[int | None, typer.Option("--n-ctx", help="llamacpp: context window in tokens. "
                                                                   "Default: 8192 (seed 000's num_ctx).")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        "--max-new-tokens", help="Reply length limit in tokens. Default: 8 (generate), 1024 (sentiment).")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        "--temperature", help="Sampling temperature, 0 to 2. Default: 0, greedy (generate); 0.2 (sentiment, "
+                              "seed 000's).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N test items.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (same options); "
                                                           "a complete one is left as it is.")] = False,
 ) -> None:
     """Evaluate one model on the test split; writes config.json, predictions.jsonl and metrics.json to --out."""
+    params = dict(locals())  # the options by name, before any other local exists
     with _errors():
-        from kofinsent.evaluation.evaluate import EvalConfig, evaluate, progress_total
+        from kofinsent.evaluation.evaluate import evaluate, progress_total
+        from kofinsent.evaluation.options import EvalConfig
         from kofinsent.paths import refuse_output_over_input
 
         # a local --model / --adapter directory holds config.json, which --overwrite deletes in --out
         refuse_output_over_input(out, {"--data": data, "--train": train, "--adapter": adapter, "--model": model},
                                  directory=True)
-        try:
-            seeds = [int(s) for s in fewshot_seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ValueError(f"--fewshot-seeds must be comma-separated integers, got {fewshot_seeds!r}") from None
-        cfg = EvalConfig(backend=backend, model=model, data=str(data), out=str(out), method=method, prompt=prompt,
-                         adapter=adapter, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit, dtype=dtype,
-                         train=str(train) if train else None, shots=shots, fewshot_seeds=seeds,
-                         iterations=iterations, batch_size=_parse_batch_size(batch_size), host=host, format=fmt,
-                         concurrency=concurrency, seed=seed,
-                         prefix_cache=not no_prefix_cache, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx,
-                         max_new_tokens=max_new_tokens, limit=limit,
-                         overwrite=overwrite, resume=resume)
+        cfg = EVAL_OPTIONS.build(EvalConfig, params)
         cfg.validate()
         complete = resume and (out / "metrics.json").is_file()  # evaluate() then returns its metrics as they are
         bar = _progress(progress_total(cfg), f"eval {backend}:{Path(model).name}")

@@ -1,4 +1,5 @@
-"""``kofinsent export gguf`` and ``kofinsent export ollama``: thin typer wrappers over :mod:`kofinsent.export.model`."""
+"""``kofinsent export gguf`` and ``kofinsent export ollama``: thin typer wrappers over
+:mod:`kofinsent.export.quantize` and :mod:`kofinsent.export.ollama`."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
@@ -13,7 +14,7 @@ app = typer.Typer(help="Export a fine-tuned Llama model as GGUF (+ Ollama Modelf
 
 def _errors() -> AbstractContextManager[None]:
     from kofinsent.cli.errors import one_line_errors
-    from kofinsent.export.model import ExportError  # imported here: `kofinsent --help` stays light
+    from kofinsent.export.errors import ExportError  # imported here: `kofinsent --help` stays light
 
     return one_line_errors(ExportError)
 
@@ -34,7 +35,7 @@ def gguf_command(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show llama.cpp's quantization log.")] = False,
 ) -> None:
     """Write NAME-<quant>.gguf for each quant type, an Ollama Modelfile and manifest.json to --out."""
-    from kofinsent.export.model import export_gguf
+    from kofinsent.export.quantize import export_gguf
     from kofinsent.paths import check_name, refuse_output_over_input
 
     with _errors():
@@ -65,7 +66,7 @@ def ollama_command(
                             "next to the GGUF, else the built-in llama-3 sentiment one).")] = None,
 ) -> None:
     """Upload the GGUF to a running Ollama server (create_blob) and create NAME from it (create)."""
-    from kofinsent.export.model import register_ollama
+    from kofinsent.export.ollama import register_ollama
 
     with _errors():
         res = register_ollama(gguf, name, host=host, modelfile=modelfile)

@@ -17,9 +17,9 @@ def _errors() -> AbstractContextManager[None]:
     from kofinsent.experiment.config import ConfigError
     from kofinsent.experiment.preflight import PreflightError
     from kofinsent.experiment.runner import ExperimentError
-    from kofinsent.export.model import ExportError
+    from kofinsent.export.errors import ExportError
     from kofinsent.runs import RunDirError
-    from kofinsent.training.hf_trainer import TrainError
+    from kofinsent.training.errors import TrainError
 
     return one_line_errors(ConfigError, ExperimentError, CrawlerError, DatasetError, TrainError, EvalConfigError,
                            ExportError, BackendError, RunDirError, PreflightError)

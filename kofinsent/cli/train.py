@@ -1,5 +1,6 @@
-"""``kofinsent train``: a thin typer wrapper over :func:`kofinsent.training.hf_trainer.train` (``--engine hf``) and
-:func:`kofinsent.training.unsloth.train_unsloth` (``--engine unsloth``)."""
+"""``kofinsent train``: a thin typer wrapper over :func:`kofinsent.training.engines.train_with`, which runs
+:func:`kofinsent.training.hf_trainer.train` (``--engine hf``) or :func:`kofinsent.training.unsloth.train_unsloth`
+(``--engine unsloth``)."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
@@ -8,20 +9,41 @@ from typing import Annotated
 
 import typer
 
+from kofinsent.cli.options import FromParam, StageOptions, text
+
+
+def _targets(value: str | None) -> list[str] | None:
+    return [t.strip() for t in value.split(",") if t.strip()] if value else None
+
+
+def _batch_size(value: str) -> int | str:
+    from kofinsent.training.batching import parse_batch_size
+
+    return parse_batch_size(value)
+
+
+# kofinsent train's options are TrainConfig's fields (kofinsent.cli.options); these differ in name or shape. --seed
+# may repeat: the command trains one run per seed and sets the field itself.
+TRAIN_OPTIONS = StageOptions(
+    renamed={"data": FromParam("data", text), "out": FromParam("out", text),
+             "target_modules": FromParam("target_modules", _targets),
+             "batch_size": FromParam("batch_size", _batch_size)},
+    not_options={"extra": "free-form settings for Python callers; no command line or config key sets them"})
+
 
 def _errors() -> AbstractContextManager[None]:
     # imported here: `kofinsent --help` stays light
     from kofinsent.backends.base import BackendError
     from kofinsent.cli.errors import one_line_errors
     from kofinsent.runs import RunDirError
-    from kofinsent.training.hf_trainer import TrainError
+    from kofinsent.training.errors import TrainError
 
     return one_line_errors(TrainError, BackendError, RunDirError)
 
 
 def _check_engine(engine: str, cuda: bool = True) -> None:
     """``--engine``'s value and, for unsloth with ``cuda``, a CUDA device (before unsloth is ever imported)."""
-    from kofinsent.training.hf_trainer import check_engine
+    from kofinsent.training.options import check_engine
 
     check_engine(engine)
     if engine == "unsloth" and cuda:
@@ -64,6 +86,7 @@ def train_command(
     ] = None,
     warmup_ratio: Annotated[float, typer.Option("--warmup-ratio")] = 0.03,
     scheduler: Annotated[str, typer.Option("--scheduler", help="linear, cosine, constant, ...")] = "linear",
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.0,
     loss: Annotated[str | None, typer.Option(
         "--loss", help="full (every token, as the seed; the hf default) or answer-only (the only unsloth loss).")
     ] = None,
@@ -71,6 +94,8 @@ def train_command(
         "--seed", help="Training seed (default 0). Repeat it to train one adapter per seed into --out/seed<k>/; a "
                        "rerun skips the seeds already finished.")] = None,
     save_steps: Annotated[int, typer.Option("--save-steps", help="Checkpoint every N optimizer steps.")] = 100,
+    save_total_limit: Annotated[int | None, typer.Option(
+        "--save-total-limit", help="Keep only the newest N checkpoints (default: all).")] = None,
     logging_steps: Annotated[int, typer.Option("--logging-steps")] = 10,
     val_size: Annotated[int | None, typer.Option("--val-size", help="Held-out records (default 5%; 0: none).")
                         ] = None,
@@ -89,31 +114,24 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     merge: Annotated[bool, typer.Option("--merge", help="Also save base + adapter merged to --out/merged.")] = False,
+    dataloader_workers: Annotated[int, typer.Option(
+        "--dataloader-workers", help="Worker processes loading batches (0: in the main process).")] = 0,
 ) -> None:
     """Fine-tune a causal LM with LoRA (hf: the seed 2-shot prompt; unsloth: a ShareGPT file with the llama-3 chat
     template); writes the PEFT adapter to --out/adapter (several --seed: --out/seed<k>/adapter, one per seed)."""
+    params = dict(locals())  # the options by name, before any other local exists
     with _errors():
         _check_engine(engine, cuda=False)  # train_unsloth checks CUDA itself, after the options
         from kofinsent.paths import refuse_output_over_input
-        from kofinsent.training.batching import parse_batch_size
-        from kofinsent.training.hf_trainer import TrainConfig, train_with
+        from kofinsent.training.engines import train_with
+        from kofinsent.training.options import TrainConfig
         from kofinsent.training.seeds import seed_dir_name, train_seeds
 
         # --overwrite deletes the run's files in --out (config.json, ...) before the model loads: neither the data
         # nor a local base model may be there
         refuse_output_over_input(out, {"--data": data, "--model": model}, directory=True)
-        targets = [t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None
         seeds = list(seed or [0])
-        cfg = TrainConfig(model=model, data=str(data), out=str(out), load_in_8bit=load_in_8bit,
-                          load_in_4bit=load_in_4bit, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                          target_modules=targets, lr=lr, epochs=epochs, max_steps=max_steps,
-                          batch_size=parse_batch_size(batch_size), grad_accum=grad_accum,
-                          effective_batch_size=effective_batch_size, warmup_ratio=warmup_ratio, scheduler=scheduler,
-                          loss=loss, seed=seeds[0], save_steps=save_steps, logging_steps=logging_steps,
-                          val_size=val_size, eval_steps=eval_steps, max_length=max_length,
-                          gradient_checkpointing=gradient_checkpointing, packing=packing,
-                          attn_implementation=attn_implementation, precision=precision, resume=resume,
-                          overwrite=overwrite, merge=merge)
+        cfg = TRAIN_OPTIONS.build(TrainConfig, params, seed=seeds[0])
         if len(seeds) == 1:  # one seed: today's layout, adapter/ right in --out
             _echo_run(train_with(engine, cfg), Path(out))
             return
@@ -148,7 +166,7 @@ def _echo_run(m: dict, out: Path, prefix: str = "") -> None:
 
 
 def _is_main() -> bool:
-    from kofinsent.training.hf_trainer import _is_main as is_main
+    from kofinsent.training.distributed import is_main
 
     return is_main()
 

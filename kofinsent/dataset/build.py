@@ -22,8 +22,9 @@ from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError, Miss
 from kofinsent.dataset.export import records_frame, staged_dir, write_jsonl, write_parquet, write_returns
 from kofinsent.dataset.labels import REASONS, RULES, PriceCalendar, coverage_gaps, label_posts
 from kofinsent.dataset.sampling import SAMPLE_STREAM, SPLIT_STREAM, sample_per_label, sort_posts
-from kofinsent.dataset.source import read_db, sha256_file
+from kofinsent.dataset.source import read_db
 from kofinsent.dataset.splits import check_split_options, split_frame
+from kofinsent.runs import sha256_file
 
 DATA_FILES = ("train.jsonl", "test.jsonl", "train.parquet", "test.parquet")
 RETURNS_FILE = "returns.jsonl"  # the price calendar: one line per stock and traded day (export.write_returns)

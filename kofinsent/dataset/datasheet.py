@@ -10,7 +10,7 @@ from typing import Any, TypedDict
 import numpy as np
 import pandas as pd
 
-from kofinsent.dataset.labels import LABELS
+from kofinsent.labels import LABELS
 
 DATASHEET_VERSION = 1
 

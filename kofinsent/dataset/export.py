@@ -108,11 +108,6 @@ def write_parquet(records: pd.DataFrame, path: Path) -> None:
     pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path, compression="zstd")
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, object]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 @contextmanager
 def staged_dir(out: Path) -> Iterator[Path]:
     """Yield an empty staging folder next to ``out``; on success move its files into ``out`` (created if needed).

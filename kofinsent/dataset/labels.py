@@ -26,10 +26,9 @@ import numpy as np
 import pandas as pd
 
 from kofinsent.dataset.errors import CoverageGap
+from kofinsent.labels import DOWN, UP
 
 RULES = ("same-day", "next-session")
-UP, DOWN = "[상승]", "[하락]"
-LABELS = (UP, DOWN)
 
 # KRX's regular session has closed at 15:30 KST since 2016-08-01 (15:00 before). Days with a late open/close (the
 # first session of a year, the college entrance exam day) keep this cutoff: on them a 15:30-16:30 post is labelled

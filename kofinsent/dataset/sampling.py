@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from kofinsent.dataset.errors import TooFewPostsError
-from kofinsent.dataset.labels import LABELS
+from kofinsent.labels import LABELS
 
 SAMPLE_STREAM = 0
 SPLIT_STREAM = 1

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError
 from kofinsent.dataset.export import atomic_write_text
-from kofinsent.dataset.labels import DOWN, UP
+from kofinsent.labels import DOWN, UP
 from kofinsent.paths import refuse_output_over_input
 from kofinsent.prompts.direction import INSTRUCTION
 

@@ -1,7 +1,6 @@
 """Read posts, prices and stock names out of a crawler db (opened through :class:`crawler.store.Store`)."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kofinsent.dataset.errors import DatasetConfigError
+from kofinsent.runs import sha256_file
 
 _CHUNK = 200_000
 
@@ -55,14 +55,6 @@ def read_db(path: str | Path, progress: bool = True) -> Source:
         db_bytes=path.stat().st_size, db_sha256=sha256_file(path),
         wal_pending=wal.exists() and wal.stat().st_size > 0,
     )
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _posts_frame(chunks: list[pd.DataFrame]) -> pd.DataFrame:

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from kofinsent.evaluation.clusters import Bootstrap, Clusters, ratio_ci
+from kofinsent.labels import DOWN, UP
 
-UP, DOWN = "[상승]", "[하락]"
 ECE_BINS = 10
 CONFIDENCE_RANGE = (0.5, 1.0)  # the predicted answer's probability of a two-way choice is at least 0.5
 DEFAULT_BOOT = Bootstrap()     # 2000 resamples, seed 0 (frozen: safe as a default)

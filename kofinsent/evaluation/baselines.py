@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kofinsent.evaluation.metrics import classification_metrics
-from kofinsent.prompts.direction import LABELS
+from kofinsent.labels import BASELINES, LABELS
 
 Analyzer = Literal["kiwi", "char"]
 
@@ -97,7 +97,7 @@ def run_baselines(train_records: Sequence[dict[str, Any]], test_records: Sequenc
     _check_train(train_labels)
 
     results: dict[str, dict[str, Any]] = {}
-    for name in ("majority", "tfidf_kiwi", "tfidf_char"):
+    for name in BASELINES:
         t0 = time.perf_counter()
         if name == "majority":
             fitted = None

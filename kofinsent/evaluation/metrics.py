@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kofinsent.evaluation.clusters import Bootstrap, Clusters, first_per_item, inference_note, ratio_ci, vote
+from kofinsent.labels import LABELS
 
-LABELS = ("[상승]", "[하락]")
 INVALID = "invalid"   # confusion column / F1 label of a prediction that is no label
 ABSTAIN = "abstain"   # sentiment path: a valid reply with sentiment exactly 0
 

@@ -1,11 +1,14 @@
 """Experiment configs: one TOML file per experiment, strict keys and types, dotted ``key=value`` overrides.
 
-Defaults live in code (the ``train`` and ``eval`` tables are checked against :class:`kofinsent.training.hf_trainer.TrainConfig` and
-:class:`kofinsent.evaluation.evaluate.EvalConfig` themselves, so a new training option is usable from a config at once); an
-experiment file holds only what it changes. Unknown keys and wrong types are errors naming the key.
+Defaults live in code (the ``train``, ``eval`` and ``teacher`` tables are made from
+:class:`kofinsent.training.options.TrainConfig`, :class:`kofinsent.evaluation.options.EvalConfig` and
+:class:`kofinsent.dataset.teacher.TeacherConfig` themselves, and checked by their ``validate()``, so a new option is
+usable from a config at once: :mod:`kofinsent.experiment.sections`); an experiment file holds only what it changes.
+Unknown keys and wrong types are errors naming the key.
 
 Paths starting with ``@`` point into the run directory: ``@dataset/train.jsonl``, ``@teacher/sharegpt.jsonl``,
-``@models/neox``, ``@train/lora/adapter``, ``@export/llama/tiny-llama-f16.gguf``. Everything else is a path or a hub id, used as given.
+``@models/neox``, ``@train/lora/adapter``, ``@export/llama/tiny-llama-f16.gguf`` (:mod:`kofinsent.experiment.refs`).
+Everything else is a path or a hub id, used as given.
 
 Names that become paths are plain names (:data:`kofinsent.paths.NAME_PATTERN`, no ``..``): ``experiment.name``, the
 table names of ``[models]``, ``[train]``, ``[export]`` and ``[eval]``, ``export.NAME.name``. The runner clears a step's
@@ -17,179 +20,49 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import itertools
 import json
-import re
 import tomllib
-from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from kofinsent.experiment.sections import check_teacher, section_from_dataclass, teacher_section
-from kofinsent.paths import NAME_RULE, check_name, is_safe_name, table_key
-
-REF = "@"
-TRAIN_SPLIT = "@dataset/train.jsonl"  # the default training data, and where kshot prompts draw their examples
-SECTIONS_WITH_OUTPUTS = ("dataset", "teacher", "models", "train", "export")
-SINGLE_SECTIONS = ("dataset", "teacher")  # @dataset/FILE, @teacher/FILE: one table, no NAME
-# the run's sub-directories that the runner clears before a step writes there (a crawl db must not live in one)
-CLEARED_DIRS = ("dataset", "teacher", "models", "train", "export", "eval", "baselines")
-NAMED_TABLES = ("models", "train", "export", "eval")  # [TABLE.NAME] -> <run>/TABLE/NAME/
+from kofinsent.experiment.expand import EvalRuns, SeedGroups, as_list, expand_evals, pair_runs
+from kofinsent.experiment.refs import (
+    NAMED_TABLES,
+    REF,
+    SECTIONS_WITH_OUTPUTS,
+    TRAIN_SPLIT,
+    check_db,
+    check_export_train,
+    check_ref,
+    check_seed_ref,
+)
+from kofinsent.experiment.sections import (
+    BaselinesSection,
+    CompareSection,
+    CrawlSection,
+    DatasetSection,
+    EvalSection,
+    ExperimentSection,
+    ExportSection,
+    ReplaySection,
+    ReportSection,
+    StrictModel,
+    TeacherSection,
+    TinyModelSection,
+    TrainSection,
+    check_teacher,
+)
+from kofinsent.labels import BASELINES
+from kofinsent.paths import check_name, table_key
 
 
 class ConfigError(ValueError):
     """An experiment config that cannot run; the message names the file and the key."""
 
 
-class _Strict(BaseModel):
-    # strict: a TOML string "8" is not an int; TOML dates are dates. int is still accepted where a float is expected.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class ExperimentSection(_Strict):
-    name: str  # runs/<name>/ and reports/<name>/: a plain name
-    description: str = ""
-    seed: int = 0
-    synthetic: bool = False  # the data come from the replay forum: every output says so
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not is_safe_name(v):
-            raise ValueError(f"{NAME_RULE}, got {v!r}")
-        return v
-
-
-class ReplaySection(_Strict):
-    """Serve :class:`crawler.replay.SyntheticForum` on 127.0.0.1 while the crawl step runs."""
-    codes: dict[str, str]
-    start: date
-    end: date
-    posts_per_day: float = 30.0
-    seed: int = 0
-    signal: float = Field(0.0, ge=0.0, le=1.0)
-    charset: Literal["euc-kr", "utf-8"] = "euc-kr"
-    quirks: bool = True
-
-
-class CrawlSection(_Strict):
-    codes: list[str]
-    names: dict[str, str] = {}   # code -> name, recorded in the db (reports and datasets show names)
-    since: date
-    until: date
-    source: Literal["api", "html"] = "api"
-    db: str | None = None        # default: @crawl/forum.sqlite; a path outside the run is shared by later runs
-    base_url: str | None = None  # a Naver mirror; with [replay] the crawl goes to the served replay site
-    # TOML has nan and inf: a politeness value must be a finite number (the crawler CLI refuses the same).
-    delay: float = Field(0.7, ge=0.0, allow_inf_nan=False)
-    retries: int = Field(5, ge=0)
-    timeout: float = Field(15.0, gt=0.0, allow_inf_nan=False)
-    max_wait: float = Field(300.0, ge=0.0, allow_inf_nan=False)  # a longer Retry-After stops the crawl (exit 3)
-    max_requests: int | None = Field(None, ge=1)
-    prices: bool = True
-    price_margin_days: int = Field(20, ge=0)  # bars before since / after until, for the label of edge posts
-
-    @field_validator("codes")
-    @classmethod
-    def _codes(cls, v: list[str]) -> list[str]:
-        bad = [c for c in v if not (len(c) == 6 and c.isdigit())]
-        if bad or not v:
-            raise ValueError(f"stock codes are six digits, got {bad or v}")
-        return v
-
-
-class DatasetSection(_Strict):
-    db: str | None = None  # an existing crawler db (when there is no [crawl] table)
-    rule: Literal["same-day", "next-session"]
-    per_label: int = Field(15_000, ge=0)
-    split: Literal["random", "chronological"] = "random"
-    test_size: float = Field(0.01, gt=0.0, lt=1.0)
-    cutoff: date | None = None
-    seed: int = 42
-    group_by_day: bool = False
-    stratify_stock: bool = False
-    dedupe: bool = False
-    allow_fewer: bool = False
-    # also write sharegpt.jsonl (train): the price-label variant (kofinsent.dataset.sharegpt), not seed 000's data
-    sharegpt: Literal["label", "json"] | None = None
-
-
-class TinyModelSection(_Strict):
-    """A tiny random model built in the run (:mod:`kofinsent.tiny`), its tokenizer trained on the run's titles."""
-    arch: Literal["gpt-neox", "llama"]
-    hidden: int = Field(64, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    vocab_size: int = Field(800, ge=300)
-    init_std: float = 0.2
-    seed: int = 0
-
-
-class ExportSection(_Strict):
-    train: str | None = None  # a [train.NAME] run (its merged/ or adapter/)
-    model: str | None = None  # or a Llama HF directory
-    quant: list[str] = ["f16"]
-    name: str | None = None   # file stem: NAME-<quant>.gguf (default: the export's table name)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ExportSection:
-        if (self.train is None) == (self.model is None):
-            raise ValueError("give exactly one of train or model")
-        return self
-
-
-class BaselinesSection(_Strict):
-    enabled: bool = True
-    seed: int = 0
-
-
-class CompareSection(_Strict):
-    pairs: list[list[str]] = []
-
-    @field_validator("pairs")
-    @classmethod
-    def _pairs(cls, v: list[list[str]]) -> list[list[str]]:
-        for p in v:
-            if len(p) != 2:
-                raise ValueError(f"each pair names two runs (eval names or baselines/NAME), got {p}")
-        return v
-
-
-class ReportSection(_Strict):
-    enabled: bool = True
-    title: str | None = None
-    out: str | None = None  # default: reports/<experiment name>
-    examples: int = Field(5, ge=0)
-
-
-def _train_section() -> type[BaseModel]:
-    from kofinsent.training.hf_trainer import TrainConfig
-
-    # seeds: one adapter per training seed, in train/NAME/seed<k>/ (see ExperimentConfig.train_runs)
-    return section_from_dataclass(
-        TrainConfig, "TrainSection", {"out", "resume", "overwrite", "extra", "data"},
-        {"engine": (Literal["hf", "unsloth"], "hf"), "data": (str, TRAIN_SPLIT), "seeds": (list[int] | None, None)},
-        _Strict)
-
-
-def _eval_section() -> type[BaseModel]:
-    from kofinsent.evaluation.evaluate import EvalConfig
-
-    # model and shots may be lists: the table then stands for every combination (seed 003's k-shot grid)
-    return section_from_dataclass(
-        EvalConfig, "EvalSection", {"out", "overwrite", "resume", "data", "model", "shots", "train"},
-        {"model": (str | list[str], ...), "shots": (int | list[int], 0), "data": (str, "@dataset/test.jsonl"),
-         "train": (str | None, None)}, _Strict)
-
-
-TrainSection = _train_section()
-EvalSection = _eval_section()
-TeacherSection = teacher_section(TRAIN_SPLIT, _Strict)  # [teacher]: see kofinsent.experiment.sections
-
-
-class ExperimentConfig(_Strict):
+class ExperimentConfig(StrictModel):
     experiment: ExperimentSection
     replay: ReplaySection | None = None
     crawl: CrawlSection | None = None
@@ -207,8 +80,8 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
         from kofinsent.backends import REGISTRY
-        from kofinsent.evaluation.evaluate import EvalConfig
-        from kofinsent.training.hf_trainer import TrainConfig
+        from kofinsent.evaluation.options import EvalConfig
+        from kofinsent.training.options import TrainConfig
 
         _check_names(self)
         if (self.crawl is None) == (self.dataset.db is None):
@@ -222,40 +95,42 @@ class ExperimentConfig(_Strict):
                 raise ValueError("a [replay] experiment crawls synthetic data: set experiment.synthetic = true")
         if self.crawl is not None and self.crawl.since > self.crawl.until:
             raise ValueError(f"crawl.since ({self.crawl.since}) is after crawl.until ({self.crawl.until})")
+        outputs = {section: getattr(self, section) for section in SECTIONS_WITH_OUTPUTS}
         if self.teacher is not None:
             check_teacher(self.teacher, self.experiment.synthetic)
-            _check_ref(self, "teacher.data", self.teacher.data, own="teacher")
+            check_ref("teacher.data", self.teacher.data, outputs, own="teacher")
+        seeds = self.all_training_seeds()
         for name, t in self.train.items():
             _check_seeds(name, t)
             for key in ("model", "data"):
-                _check_ref(self, f"train.{name}.{key}", getattr(t, key), own=f"train/{name}")
-                _check_seed_ref(self, f"train.{name}.{key}", getattr(t, key), expands=False)
+                check_ref(f"train.{name}.{key}", getattr(t, key), outputs, own=f"train/{name}")
+                check_seed_ref(f"train.{name}.{key}", getattr(t, key), seeds, expands=False)
             _check_options(f"train.{name}", TrainConfig,
                            {k: v for k, v in t.model_dump().items() if k not in ("engine", "seeds")})
         for name, e in self.export.items():
             if e.train is not None:
-                _check_export_train(self, name, e.train)
+                check_export_train(name, e.train, seeds)
             if e.model is not None:
-                _check_ref(self, f"export.{name}.model", e.model, own=f"export/{name}")
-                _check_seed_ref(self, f"export.{name}.model", e.model, expands=False)
+                check_ref(f"export.{name}.model", e.model, outputs, own=f"export/{name}")
+                check_seed_ref(f"export.{name}.model", e.model, seeds, expands=False)
         for name, e in self.eval.items():
             if e.backend not in REGISTRY:
                 raise ValueError(f"eval.{name}.backend = {e.backend!r}: use one of {', '.join(REGISTRY)}")
-            _check_options(f"eval.{name}", EvalConfig, {**e.model_dump(), "model": "", "shots": min(_as_list(e.shots)),
+            _check_options(f"eval.{name}", EvalConfig, {**e.model_dump(), "model": "", "shots": min(as_list(e.shots)),
                                                     "train": e.train or TRAIN_SPLIT})
             for key in ("model", "adapter", "data", "train"):
-                for v in _as_list(getattr(e, key)):
+                for v in as_list(getattr(e, key)):
                     if v is not None:
-                        _check_ref(self, f"eval.{name}.{key}", v)
+                        check_ref(f"eval.{name}.{key}", v, outputs)
                         # model and adapter may name a multi-seed train as a whole: the eval expands per seed
-                        _check_seed_ref(self, f"eval.{name}.{key}", v, expands=key in ("model", "adapter"))
-        names = (set(self.eval_runs()) | set(self.seed_groups())
-                 | {f"baselines/{b}" for b in ("majority", "tfidf_kiwi", "tfidf_char")})
+                        check_seed_ref(f"eval.{name}.{key}", v, seeds, expands=key in ("model", "adapter"))
+        runs, groups = self._expand_evals()
+        names = set(runs) | set(groups) | {f"baselines/{b}" for b in BASELINES}
         for a, b in self.compare.pairs:
             for x in (a, b):
                 if x not in names:
                     raise ValueError(f"compare.pairs names {x!r}, which is neither an eval run nor a baseline")
-        self.compare_pairs()  # a pair of two seed-expanded evals needs the same training seeds on both sides
+        pair_runs(self.compare.pairs, runs, groups)  # a pair of two seed-expanded evals needs the same seeds
         return self
 
     def training_seeds(self, name: str) -> list[int]:
@@ -281,81 +156,29 @@ class ExperimentConfig(_Strict):
                 out[name] = (name, None)
         return out
 
-    def eval_runs(self) -> dict[str, dict[str, Any]]:
+    def all_training_seeds(self) -> dict[str, list[int]]:
+        """Every ``[train.*]`` table's training seeds, by name."""
+        return {name: self.training_seeds(name) for name in self.train}
+
+    def eval_runs(self) -> EvalRuns:
         """Every evaluation to run, by directory name: list-valued ``model`` / ``shots`` expand to their grid
         (``NAME-<model slug>-<k>shot``), and a ``model`` or ``adapter`` that names a multi-seed ``[train.T]`` as a
         whole (``@train/T/adapter``) expands to one run per training seed (``...-seed<k>``, reading
         ``@train/T/seed<k>/adapter``). Two runs that would share a directory are an error naming the table."""
         return self._expand_evals()[0]
 
-    def seed_groups(self) -> dict[str, dict[int, str]]:
+    def seed_groups(self) -> SeedGroups:
         """The eval runs that differ only by training seed: the name without ``-seed<k>`` -> {k: run name}."""
         return self._expand_evals()[1]
 
-    def _expand_evals(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[int, str]]]:
-        runs: dict[str, dict[str, Any]] = {}
-        groups: dict[str, dict[int, str]] = {}
-        for name, e in self.eval.items():
-            spec = e.model_dump()
-            models, shots = _as_list(spec["model"]), _as_list(spec["shots"])
-            for m, k in itertools.product(models, shots):
-                base = name
-                if len(models) > 1:
-                    base += "-" + _slug(m)
-                if len(shots) > 1:
-                    base += f"-{k}shot"
-                train = spec["train"]
-                if train is None and spec["prompt"] == "kshot":
-                    train = TRAIN_SPLIT
-                run = {**spec, "model": m, "shots": k, "train": train}
-                multi = sorted({t for ref in (m, spec["adapter"]) if (t := self._whole_multi_seed_train(ref))})
-                if len(multi) > 1:
-                    raise ValueError(f"eval.{name}: model {m!r} and adapter {spec['adapter']!r} name two multi-seed "
-                                     f"trains ({', '.join(f'train.{t}' for t in multi)}); name one seed of either, "
-                                     "e.g. '@train/NAME/seed0/adapter'")
-                seeds = self.training_seeds(multi[0]) if multi else [None]
-                for s in seeds:
-                    key = base if s is None else f"{base}-{_seed_suffix(s)}"
-                    if key in runs:  # a dict would silently keep one of the two
-                        raise ValueError(f"eval.{name}: model {m!r} with {k} shots expands to the run name {key!r}, "
-                                         "which another eval run already has; rename a table or a model")
-                    if s is None:
-                        runs[key] = run
-                        continue
-                    runs[key] = {**run, **{f: _seed_ref(run[f], multi[0], s) for f in ("model", "adapter")}}
-                    groups.setdefault(base, {})[s] = key
-        return runs, groups
-
-    def _whole_multi_seed_train(self, ref: str | None) -> str | None:
-        """T when ``ref`` is ``@train/T[/...]`` for a multi-seed ``[train.T]`` without naming one of its seeds."""
-        parts = _train_ref(ref)
-        if parts is None or not self.multi_seed(parts[0]):
-            return None
-        return None if len(parts) > 1 and _SEED_DIR.fullmatch(parts[1]) else parts[0]
+    def _expand_evals(self) -> tuple[EvalRuns, SeedGroups]:
+        return expand_evals(self.eval, self.all_training_seeds())
 
     def compare_pairs(self) -> list[tuple[str, str]]:
         """``compare.pairs`` with seed-expanded evals paired seed by seed: a pair that names an eval which expands
         per training seed (its name without ``-seed<k>``) stands for one pair per seed (``[lora, base]`` ->
         ``[lora-seed0, base]``, ...); two such evals pair seed k with seed k, and must have the same seeds."""
-        runs, groups = self._expand_evals()
-        out: list[tuple[str, str]] = []
-        for a, b in self.compare.pairs:
-            ga = groups.get(a) if a not in runs else None
-            gb = groups.get(b) if b not in runs else None
-            if ga is None and gb is None:
-                out.append((a, b))
-            elif ga is not None and gb is not None:
-                if sorted(ga) != sorted(gb):
-                    raise ValueError(f"compare.pairs [{a!r}, {b!r}]: {a!r} expands over training seeds {sorted(ga)} "
-                                     f"and {b!r} over {sorted(gb)}; a seed-wise pair needs the same seeds (or name "
-                                     f"single runs such as {next(iter(ga.values()))!r})")
-                out += [(ga[s], gb[s]) for s in sorted(ga)]
-            elif ga is not None:
-                out += [(ga[s], b) for s in sorted(ga)]
-            else:
-                assert gb is not None
-                out += [(a, gb[s]) for s in sorted(gb)]
-        return out
+        return pair_runs(self.compare.pairs, *self._expand_evals())
 
     def seeds(self) -> dict[str, Any]:
         train_seed = {run: s for group in self.seed_groups().values() for s, run in group.items()}
@@ -392,35 +215,6 @@ _LATER_TRAIN_KEYS: dict[str, Any] = {"seeds": None, "effective_batch_size": None
                                      "attn_implementation": "auto"}
 
 
-def _as_list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else [v]
-
-
-_SEED_DIR = re.compile(r"seed(\d+)")  # train/NAME/seed<k>/: one training seed of a multi-seed [train.NAME]
-
-
-def _seed_suffix(seed: int) -> str:
-    from kofinsent.training.seeds import seed_dir_name
-
-    return seed_dir_name(seed)
-
-
-def _train_ref(ref: Any) -> list[str] | None:
-    """``@train/T/a/b`` -> [T, a, b]; None for anything else."""
-    if not isinstance(ref, str) or not ref.startswith(REF + "train/"):
-        return None
-    parts = ref[len(REF + "train/"):].split("/")
-    return parts if parts[0] else None
-
-
-def _seed_ref(ref: str | None, train: str, seed: int) -> str | None:
-    """``@train/T/adapter`` -> ``@train/T/seed<k>/adapter`` when it names ``train`` as a whole; else unchanged."""
-    parts = _train_ref(ref)
-    if parts is None or parts[0] != train or (len(parts) > 1 and _SEED_DIR.fullmatch(parts[1])):
-        return ref
-    return "/".join([f"{REF}train", train, _seed_suffix(seed), *[p for p in parts[1:] if p]])
-
-
 def _check_seeds(name: str, t: Any) -> None:
     if t.seeds is None:
         return
@@ -435,54 +229,6 @@ def _check_seeds(name: str, t: Any) -> None:
         raise ValueError(f"train.{name}.seeds = {t.seeds}: seeds are >= 0")
 
 
-def _check_seed_ref(cfg: ExperimentConfig, key: str, value: str, expands: bool) -> None:
-    """An ``@train/T/...`` path and T's seeds: ``seed<k>`` must be one of a multi-seed T's seeds (and only a
-    multi-seed T has such directories); T as a whole is allowed only where the key expands per seed."""
-    parts = _train_ref(value)
-    if parts is None or parts[0] not in cfg.train:
-        return
-    t = parts[0]
-    seed = _SEED_DIR.fullmatch(parts[1]) if len(parts) > 1 else None
-    seeds = cfg.training_seeds(t)
-    if not cfg.multi_seed(t):
-        if seed is not None:
-            raise ValueError(f"{key} = {value!r}: [train.{t}] trains one seed, into @train/{t}/ (no seed<k>/ "
-                             "directories)")
-        return
-    if seed is not None:
-        if int(seed.group(1)) not in seeds or seed.group(1) != str(int(seed.group(1))):
-            raise ValueError(f"{key} = {value!r}: train.{t}.seeds = {seeds} has no {parts[1]}")
-        return
-    if not expands:
-        raise ValueError(f"{key} = {value!r}: [train.{t}] trains one run per seed (train.{t}.seeds = {seeds}); "
-                         f"name one of them, e.g. '@train/{t}/{_seed_suffix(seeds[0])}/{'/'.join(parts[1:])}'")
-
-
-def _check_export_train(cfg: ExperimentConfig, name: str, train: str) -> None:
-    """``export.NAME.train``: a [train.*] table, or ``T/seed<k>`` for one seed of a multi-seed table."""
-    t, _, sub = train.partition("/")
-    if t not in cfg.train:
-        raise ValueError(f"export.{name}.train = {train!r} names no [train.*] table")
-    seeds = cfg.training_seeds(t)
-    if not sub and cfg.multi_seed(t):
-        raise ValueError(f"export.{name}.train = {train!r}: [train.{t}] trains one run per seed (train.{t}.seeds = "
-                         f"{seeds}); export one of them: export.{name}.train = '{t}/{_seed_suffix(seeds[0])}'")
-    if sub:
-        m = _SEED_DIR.fullmatch(sub)
-        if not (cfg.multi_seed(t) and m and sub == _seed_suffix(int(m.group(1))) and int(m.group(1)) in seeds):
-            raise ValueError(f"export.{name}.train = {train!r}: use a [train.*] table name"
-                             + (f" or one of its seeds ({', '.join(f'{t}/{_seed_suffix(s)}' for s in seeds)})"
-                                if cfg.multi_seed(t) else ""))
-
-
-def _slug(model: str) -> str:
-    """The last part of a hub id or path, made a safe piece of a directory name: any run of other characters becomes
-    ``_``, runs of dots one dot (``models/x..y.gguf`` -> ``x.y``, ``org/m 1`` -> ``m_1``)."""
-    last = model.rstrip("/").split("/")[-1].removesuffix(".gguf")
-    safe = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9_.-]+", "_", last)).strip(".")
-    return safe or "model"
-
-
 def _check_names(cfg: ExperimentConfig) -> None:
     """Every table name and file stem that becomes a path is a plain name (see the module docstring)."""
     for table in NAMED_TABLES:
@@ -491,43 +237,15 @@ def _check_names(cfg: ExperimentConfig) -> None:
     for name, e in cfg.export.items():
         if e.name is not None:
             check_name(e.name, f"export.{name}.name = {e.name!r}")
-    for key, value in (("crawl.db", cfg.crawl.db if cfg.crawl else None), ("dataset.db", cfg.dataset.db)):
-        if value is not None and value.startswith(REF):
-            parts = value[len(REF):].split("/")
-            if ".." in parts or parts[0] in CLEARED_DIRS:
-                raise ValueError(f"{key} = {value!r}: a db inside the run lives under @crawl/ (the runner clears "
-                                 f"{', '.join(f'@{d}/' for d in CLEARED_DIRS)} before their steps run)")
-
-
-def _check_ref(cfg: ExperimentConfig, key: str, value: str, own: str | None = None) -> None:
-    """``value``, when it is an ``@`` path, names an existing table, stays inside the run and does not point into
-    ``own``: the directory of the step that reads it, which the runner clears before that step runs."""
-    if not value.startswith(REF):
-        return
-    parts = value[len(REF):].split("/")
-    if ".." in parts:
-        raise ValueError(f"{key} = {value!r}: a run path stays inside the run: no '..'")
-    if own is not None and parts[:len(own.split("/"))] == own.split("/"):
-        raise ValueError(f"{key} = {value!r}: the runner clears {own}/ before this step runs, so an input there "
-                         "would be deleted first; keep it elsewhere")
-    head = parts[0]
-    if head not in SECTIONS_WITH_OUTPUTS or (head not in SINGLE_SECTIONS and len(parts) < 2):
-        raise ValueError(f"{key} = {value!r}: a run path starts with @dataset/, @teacher/, @models/NAME, "
-                         "@train/NAME or @export/NAME")
-    if head in SINGLE_SECTIONS:
-        if getattr(cfg, head) is None:
-            raise ValueError(f"{key} = {value!r}: there is no [{head}] table")
-        return
-    defined = getattr(cfg, head)
-    if parts[1] not in defined:
-        raise ValueError(f"{key} = {value!r}: there is no [{head}.{parts[1]}] table")
+    check_db("crawl.db", cfg.crawl.db if cfg.crawl else None)
+    check_db("dataset.db", cfg.dataset.db)
 
 
 def _check_options(key: str, config_cls: type, values: dict[str, Any]) -> None:
-    """The checks ``kofinsent train`` / ``kofinsent eval`` make on their options (``config_cls.validate``), at load
+    """The stage's own checks (``config_cls.validate``: what ``kofinsent train`` / ``kofinsent eval`` check), at load
     time, as a ValueError naming the table."""
-    from kofinsent.evaluation.evaluate import EvalConfigError
-    from kofinsent.training.hf_trainer import TrainError
+    from kofinsent.evaluation.options import EvalConfigError
+    from kofinsent.training.errors import TrainError
 
     try:
         config_cls(**values, out="").validate(check_files=False)
@@ -614,5 +332,5 @@ def dump_toml(cfg: ExperimentConfig) -> str:
     return tomli_w.dumps(cfg.to_dict())
 
 
-__all__ = ["ConfigError", "ExperimentConfig", "apply_overrides", "dump_toml", "load_config", "parse_override",
-           "validate"]
+__all__ = ["REF", "TRAIN_SPLIT", "ConfigError", "EvalSection", "ExperimentConfig", "TeacherSection", "TrainSection",
+           "apply_overrides", "dump_toml", "load_config", "parse_override", "validate"]

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from kofinsent.backends.ollama import DEFAULT_HOST as OLLAMA_HOST
 from kofinsent.backends.openai import DEFAULT_HOST as OPENAI_HOST
 from kofinsent.experiment.config import ExperimentConfig
-from kofinsent.export.model import FLOAT_TYPES
+from kofinsent.export.quantize import FLOAT_TYPES
 
 
 class Package(NamedTuple):

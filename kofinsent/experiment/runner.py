@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -215,10 +215,7 @@ class Experiment:
             yield server.url
 
     def crawl(self) -> dict[str, Any]:
-        from crawler.backfill import DateRange, backfill, progress_bar
-        from crawler.http import Fetcher, HttpConfig
-        from crawler.prices import fetch_prices
-        from crawler.store import Store
+        from crawler.crawl import CrawlPlan, HttpConfig, StockCrawl, crawl
 
         c = self.cfg.crawl
         assert c is not None
@@ -227,34 +224,20 @@ class Experiment:
         names = dict(c.names)
         if self.cfg.replay is not None:
             names = {**self.cfg.replay.codes, **names}
-        rng = DateRange(c.since, c.until)
-        posts: dict[str, int] = {}
-        bars: dict[str, int] = {}
+        plan = CrawlPlan(c.codes, c.since, c.until, source=c.source, prices=c.prices,
+                         price_margin_days=c.price_margin_days, names=names)
+
+        def report(s: StockCrawl) -> None:
+            self.log(f"  {s.code}: {s.posts.stored} new posts from {s.posts.pages} pages, {s.posts_in_db} stored"
+                     + ("; already complete" if s.posts.already_done else ""))
+
         with self._site() as base_url:
-            fetcher = Fetcher(HttpConfig(delay=c.delay, retries=c.retries, timeout=c.timeout, max_wait=c.max_wait,
-                                         max_requests=c.max_requests, base_url=base_url))
-            fetcher.check_reachable()
-            store = Store(db)
-            try:
-                for code in c.codes:
-                    if code in names:
-                        store.upsert_stock(code, names[code])
-                    update, close = progress_bar(rng.days, f"{code} posts", self.progress)
-                    try:
-                        res = backfill(c.source, fetcher, store, code, rng, progress=update)
-                    finally:
-                        close()
-                    posts[code] = store.count_posts(code)
-                    self.log(f"  {code}: {res.stored} new posts from {res.pages} pages, {posts[code]} stored"
-                             + ("; already complete" if res.already_done else ""))
-                    if c.prices:
-                        margin = timedelta(days=c.price_margin_days)
-                        got, src = fetch_prices(fetcher, code, c.since - margin, c.until + margin)
-                        store.write_prices(got, src)
-                        bars[code] = len(got)
-            finally:
-                store.close()
-            requests = fetcher.stats.requests
+            done = crawl(db, plan, HttpConfig(delay=c.delay, retries=c.retries, timeout=c.timeout,
+                                              max_wait=c.max_wait, max_requests=c.max_requests, base_url=base_url),
+                         progress=self.progress, report=report)
+        posts = {s.code: s.posts_in_db for s in done.stocks}
+        bars = {s.code: len(s.bars) for s in done.stocks} if c.prices else {}
+        requests = done.requests
         info = {"db": str(db), "db_sha256": sha256_file(db), "posts": posts, "price_bars": bars,
                 "requests": requests, "base_url": base_url, "synthetic": self.cfg.experiment.synthetic}
         d = self.dir / "crawl"
@@ -302,7 +285,8 @@ class Experiment:
 
     def train(self, name: str, seed: int | None = None) -> dict[str, Any]:
         """``[train.NAME]`` into train/NAME/, or one seed of a multi-seed table into train/NAME/seed<k>/."""
-        from kofinsent.training.hf_trainer import TrainConfig, train_with
+        from kofinsent.training.engines import train_with
+        from kofinsent.training.options import TrainConfig
         from kofinsent.training.seeds import seed_dir_name
 
         spec = self.cfg.train[name].model_dump()
@@ -318,7 +302,7 @@ class Experiment:
         return {**({"seed": seed} if seed is not None else {}), **{k: metrics[k] for k in keep if k in metrics}}
 
     def export(self, name: str) -> dict[str, Any]:
-        from kofinsent.export.model import export_gguf
+        from kofinsent.export.quantize import export_gguf
 
         e = self.cfg.export[name]
         out = self._fresh(f"export/{name}")

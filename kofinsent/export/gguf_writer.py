@@ -43,8 +43,7 @@ def write_llama_gguf(hf_dir: str | Path, out: str | Path, dtype: str = "f32", na
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES} (quantized GGUF types are out of scope), got {dtype!r}")
     hf_dir, out = Path(hf_dir), Path(out)
-    config = _read_json(hf_dir / "config.json")
-    hp = _hparams(config)
+    hp = read_hparams(hf_dir)
 
     # use_temp_file: tensors spill to a temporary file past 256 MiB instead of all staying in memory until written
     # (an 8B model is 16 GiB in f16, 32 GiB in f32).
@@ -74,6 +73,13 @@ def write_llama_gguf(hf_dir: str | Path, out: str | Path, dtype: str = "f32", na
     writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def read_hparams(hf_dir: Path) -> dict[str, Any]:
+    """The Llama hyperparameters the GGUF needs, from ``hf_dir/config.json``: :class:`FileNotFoundError` without
+    one, :class:`ValueError` (or :class:`KeyError`) for a model this writer does not support. Run before a long
+    merge or conversion, to refuse early."""
+    return _hparams(_read_json(hf_dir / "config.json"))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -206,4 +212,4 @@ def _add_tokenizer(writer: Any, hf_dir: Path, n_vocab: int) -> None:
     gguf.SpecialVocab(hf_dir, load_merges=False, n_vocab=n_vocab).add_to_gguf(writer, quiet=True)
 
 
-__all__ = ["DTYPES", "write_llama_gguf"]
+__all__ = ["DTYPES", "read_hparams", "write_llama_gguf"]

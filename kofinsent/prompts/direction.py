@@ -10,7 +10,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-LABELS = ("[상승]", "[하락]")
+from kofinsent.labels import LABELS
+
 CONTINUATIONS = tuple(" " + label for label in LABELS)  # what is scored / generated after "[정답]:"
 
 # seed 003, "Model Training": the instruction, then two hand-written examples, each block separated by a blank line.

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kofinsent.backends.base import Chat
-from kofinsent.prompts.direction import LABELS
+from kofinsent.labels import LABELS
 
 SYSTEM_PROMPT = """\
 You are an expert AI assistant for sentiment analysis of financial text: news articles, headlines and posts from \

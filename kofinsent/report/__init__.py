@@ -5,8 +5,9 @@ Public API: :func:`build_report` (write everything), :func:`assemble` (the conte
 """
 from __future__ import annotations
 
-from kofinsent.report.build import Report, assemble, build_report
+from kofinsent.report.build import assemble, build_report
 from kofinsent.report.collect import ReportError, Run, Step, load_run, load_runs
+from kofinsent.report.document import Report
 from kofinsent.report.escape import latex_escape, md_escape, shorten
 
 __all__ = ["Report", "ReportError", "Run", "Step", "assemble", "build_report", "latex_escape", "load_run",

@@ -18,7 +18,7 @@ from kofinsent.evaluation.clusters import Bootstrap
 from kofinsent.report.cite import Derived, Num, Text, derived, text
 from kofinsent.report.collect import Run, Step
 from kofinsent.report.escape import shorten
-from kofinsent.report.examples import TITLE_CHARS, _confidence, _pred_label, _score
+from kofinsent.report.examples import TITLE_CHARS, prediction_confidence, prediction_label, prediction_score
 from kofinsent.report.tables import NA, Column, Table
 
 MARKET_BOOT = Bootstrap(seed=0)  # the market link's bootstrap over stock-days (recorded with every number)
@@ -273,13 +273,13 @@ def stock_examples_table(step: Step, per_stock: int, index: int) -> Table | None
     items = step.run.test_items
     if step.kind != "eval" or not records or not items or per_stock < 1:
         return None
-    scores = [_confidence(step, r) for r in records]
+    scores = [prediction_confidence(step, r) for r in records]
     if all(v is None for v in scores):
         return None
     picked = A.most_confident_wrong(records, items, scores, per_stock, by="code")
     if not picked:
         return None
-    header = _score(step, records[picked[next(iter(picked))][0]])[0]
+    header = prediction_score(step, records[picked[next(iter(picked))][0]])[0]
     cols = [Column("Stock"), Column("Title", width="0.46\\linewidth"), Column("Gold"), Column("Prediction"),
             Column(header, True)]
     table = Table(f"examples-by-stock-{index}", f"The {per_stock} most confidently wrong titles per stock for "
@@ -288,9 +288,9 @@ def stock_examples_table(step: Step, per_stock: int, index: int) -> Table | None
     for code, positions in picked.items():
         for j in positions:
             r = records[j]
-            parts = _score(step, r)[1]
+            parts = prediction_score(step, r)[1]
             table.rows.append([text(_stock_name(step.run, code)), text(shorten(str(r["title"]), TITLE_CHARS)),
-                               text(str(r.get("gold"))), text(_pred_label(r)),
+                               text(str(r.get("gold"))), text(prediction_label(r)),
                                text(*parts) if any(isinstance(p, Num) for p in parts) else text("—")])
     return table
 

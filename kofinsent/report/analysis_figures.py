@@ -10,7 +10,7 @@ from pathlib import Path
 from kofinsent.evaluation.analysis import BINNING
 from kofinsent.report.analysis import X_NAMES, calibration, market, x_measures
 from kofinsent.report.collect import Step
-from kofinsent.report.figures import Figure, _new, _save
+from kofinsent.report.figure_canvas import Figure, new_figure, save_figure
 
 Y_TITLES = {"ret": "return of the move_date session (%)", "ret_next": "return of the next session (%)"}
 
@@ -19,7 +19,7 @@ def reliability(steps: list[Step], out: Path, synthetic: bool) -> Figure | None:
     got = [(s, c) for s in steps if (c := calibration(s)) is not None and c[0]["n_predictions"]]
     if not got:
         return None
-    fig = _new(6.4, 4.0)
+    fig = new_figure(6.4, 4.0)
     ax = fig.add_subplot()
     ax.plot([0.5, 1.0], [0.5, 1.0], color="grey", lw=0.8, ls="--", label="perfect calibration")
     data = []
@@ -39,7 +39,7 @@ def reliability(steps: list[Step], out: Path, synthetic: bool) -> Figure | None:
     f = Figure("reliability", "Reliability diagram of the log-likelihood runs: accuracy against mean confidence per "
                f"bin ({BINNING}; confidence = the predicted answer's softmax probability from the two "
                "log-likelihoods); dashed: perfect calibration; ECE and n predictions in the legend.", data=data)
-    f.files = _save(fig, out, f.name, synthetic)
+    f.files = save_figure(fig, out, f.name, synthetic)
     return f
 
 
@@ -51,7 +51,7 @@ def market_scatter(steps: list[Step], out: Path, synthetic: bool) -> Figure | No
         return None
     xs_used = [x for x in ("share_up", "mean_sentiment") if any(x in x_measures(s) for s in evals)]
     ys = ["ret", "ret_next"] if any(s.run.returns is not None for s in evals) else ["ret"]
-    fig = _new(3.4 * len(ys) + 2.2, 2.9 * len(xs_used) + 0.4)
+    fig = new_figure(3.4 * len(ys) + 2.2, 2.9 * len(xs_used) + 0.4)
     axes = fig.subplots(len(xs_used), len(ys), squeeze=False)
     data = []
     for i, s in enumerate(evals):
@@ -81,7 +81,7 @@ def market_scatter(steps: list[Step], out: Path, synthetic: bool) -> Figure | No
                                               if len(ys) == 2 else " (no returns.jsonl: no next-session panel)")
                + "; the correlations, per stock and pooled with their intervals, are in the market link table.",
                data=data)
-    f.files = _save(fig, out, f.name, synthetic)
+    f.files = save_figure(fig, out, f.name, synthetic)
     return f
 
 

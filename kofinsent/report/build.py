@@ -12,11 +12,8 @@ DIR may not be, or lie inside, one of the run directories: a run is an input and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from kofinsent import __version__
 from kofinsent.paths import (
     OutputOverInputError,
     UnsafePathError,
@@ -25,13 +22,14 @@ from kofinsent.paths import (
     remove_file,
 )
 from kofinsent.report.analysis import analysis_tables, per_stock_examples, returns_notes, stock_examples_table
-from kofinsent.report.cite import Text
-from kofinsent.report.collect import Run, Step, load_runs
-from kofinsent.report.examples import TITLE_CHARS, examples_table
-from kofinsent.report.figures import Figure, make_figures
+from kofinsent.report.collect import Run, load_runs
+from kofinsent.report.document import Report
+from kofinsent.report.examples import examples_table
+from kofinsent.report.figures import make_figures
 from kofinsent.report.methods import methods, report_statistics
 from kofinsent.report.paired import Family, paired_tables
-from kofinsent.report.tables import Table, kshot_table, main_table, sentiment_table
+from kofinsent.report.render import render
+from kofinsent.report.tables import kshot_table, main_table, sentiment_table
 from kofinsent.report.train_seeds import train_seed_table
 from kofinsent.runs import dumps, write_json
 
@@ -39,65 +37,6 @@ DEFAULT_EXAMPLES = 5
 OUTPUTS = ("report.md", "report.tex", "report.html", "report.json")
 MANIFEST = ".kofinsent-report.json"  # what this module wrote in the report folder (see the module docstring)
 FIGURE_SUFFIXES = (".png", ".pdf")
-
-
-@dataclass
-class Report:
-    title: str
-    runs: list[Run]
-    methods: list[tuple[str, list[Text]]]
-    tables: list[Table]
-    examples: list[Table]
-    figures: list[Figure] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    title_chars: int = TITLE_CHARS
-
-    @property
-    def synthetic(self) -> bool:
-        return any(r.synthetic for r in self.runs)
-
-    @property
-    def synthetic_text(self) -> str:
-        labels = ", ".join(r.label for r in self.runs if r.synthetic)
-        return (f"Synthetic data: {labels} ran on kofinsent's synthetic replay forum (config.toml: [experiment] "
-                "synthetic = true). Its titles and prices are generated, so these numbers say nothing about real "
-                "stocks; they show that the pipeline works.")
-
-    @property
-    def steps(self) -> list[Step]:
-        return [s for r in self.runs for s in r.steps]
-
-    def numbers(self) -> list[dict[str, Any]]:
-        """Every number shown, with where it is shown and where it came from."""
-        out: list[dict[str, Any]] = []
-
-        def add(where: str, t: Text) -> None:
-            out.extend({**n.to_json(), "where": where} for n in t.numbers)
-
-        for label, paras in self.methods:
-            for i, p in enumerate(paras):
-                add(f"methods/{label}/{i}", p)
-        for t in self.tables + self.examples:
-            for i, row in enumerate(t.rows):
-                for c, cell in zip(t.columns, row):
-                    add(f"{t.id}/row {i}/{c.name}", cell)
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "generated_by": f"kofinsent {__version__} report",
-            "synthetic": self.synthetic,
-            "synthetic_notice": self.synthetic_text if self.synthetic else None,
-            "runs": [{"label": r.label, "path": str(r.path), "kind": r.kind, "synthetic": r.synthetic,
-                      "steps": [s.cite for s in r.steps]} for r in self.runs],
-            "methods": [{"run": label, "paragraphs": [p.to_json() for p in paras]} for label, paras in self.methods],
-            "tables": [t.to_json() for t in self.tables],
-            "examples": [t.to_json() for t in self.examples],
-            "figures": [f.to_json() for f in self.figures],
-            "numbers": self.numbers(),
-            "notes": self.notes,
-        }
 
 
 def _title(runs: list[Run], title: str | None) -> str:
@@ -184,8 +123,6 @@ def build_report(run_dirs: list[str | Path], out: str | Path, title: str | None 
     directory that is not a run or a file that cannot be read, and :class:`~kofinsent.paths.OutputOverInputError` for
     an ``out`` in a run directory; nothing is written then. Deletes only the files its manifest lists (module
     docstring)."""
-    from kofinsent.report.render import render
-
     if examples is not None and examples < 0:
         raise ValueError(f"--examples must be >= 0, got {examples}")
     report = assemble(run_dirs, title, examples)
@@ -203,4 +140,4 @@ def build_report(run_dirs: list[str | Path], out: str | Path, title: str | None 
     return report
 
 
-__all__ = ["Report", "assemble", "build_report"]
+__all__ = ["assemble", "build_report"]

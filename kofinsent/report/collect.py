@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kofinsent.labels import BASELINES
 from kofinsent.report.cite import Source
-from kofinsent.runs import read_jsonl, sha256_file
+from kofinsent.runs import RUN_MARKERS, read_jsonl, sha256_file
 
-BARE_MARKERS = ("config.json", "metrics.json", "predictions.jsonl")
-BASELINES = ("majority", "tfidf_kiwi", "tfidf_char")
 RETURNS = "returns.jsonl"  # the dataset's price calendar (kofinsent.dataset.export.write_returns)
 TEACHER_SHEET = "teacher/datasheet.json"  # the teacher step's counts (kofinsent.dataset.teacher.datasheet)
 # Prediction fields the report uses; the rest (prompts, chats, raw replies) is dropped on reading to save memory.
@@ -358,7 +357,7 @@ def load_run(path: str | Path) -> Run:
         raise ReportError(f"{given}: not a directory")
     if (p / "config.toml").is_file() or (p / "run.json").is_file():
         return _experiment(p, given)
-    if all((p / m).is_file() for m in BARE_MARKERS):
+    if all((p / m).is_file() for m in RUN_MARKERS):
         return _bare(p, given)
     raise ReportError(f"{given}: not a run directory (expected config.toml or run.json of an experiment run, or "
                       "config.json + metrics.json + predictions.jsonl of an eval run)")

@@ -16,7 +16,8 @@ from kofinsent.report.tables import Column, Table
 TITLE_CHARS = 120  # titles are shortened before escaping (clarifications, issue 6)
 
 
-def _confidence(step: Step, r: dict[str, Any]) -> float | None:
+def prediction_confidence(step: Step, r: dict[str, Any]) -> float | None:
+    """How sure the prediction ``r`` is, by method (module docstring); None when it carries no score."""
     ll, p, c = r.get("loglik"), r.get("prob_up"), r.get("confidence")
     if step.kind == "baseline" and isinstance(p, (int, float)):
         return abs(p - 0.5)
@@ -37,7 +38,8 @@ def _record_key(r: dict[str, Any]) -> dict[str, Any]:
     return key
 
 
-def _score(step: Step, r: dict[str, Any]) -> tuple[str, list[Num | str | None]]:
+def prediction_score(step: Step, r: dict[str, Any]) -> tuple[str, list[Num | str | None]]:
+    """(column header, cell parts) for the score shown next to ``r``, cited from its line of predictions.jsonl."""
     src = Source(step.run.label, step.file("predictions.jsonl"), r)
     rec = _record_key(r)
     if step.kind == "baseline":
@@ -51,7 +53,8 @@ def _score(step: Step, r: dict[str, Any]) -> tuple[str, list[Num | str | None]]:
     return "score", []
 
 
-def _pred_label(r: dict[str, Any]) -> str:
+def prediction_label(r: dict[str, Any]) -> str:
+    """The prediction as a table shows it; a reply without one is "abstain" (valid, sentiment 0) or "invalid"."""
     if r.get("pred") is not None:
         return str(r["pred"])
     return "abstain" if r.get("valid") and r.get("sentiment") == 0 else "invalid"
@@ -59,10 +62,10 @@ def _pred_label(r: dict[str, Any]) -> str:
 
 def _pick(step: Step, records: list[dict[str, Any]], wrong: bool, n: int) -> list[dict[str, Any]]:
     chosen = [r for r in records if (r.get("pred") != r.get("gold")) == wrong]
-    if any(_confidence(step, r) is not None for r in chosen):
-        chosen = [r for r in chosen if _confidence(step, r) is not None]
+    if any(prediction_confidence(step, r) is not None for r in chosen):
+        chosen = [r for r in chosen if prediction_confidence(step, r) is not None]
         # Most confident first; ties broken by id so the report is the same on every run.
-        chosen.sort(key=lambda r: (-_confidence(step, r), str(r["id"])))  # type: ignore[operator]
+        chosen.sort(key=lambda r: (-prediction_confidence(step, r), str(r["id"])))  # type: ignore[operator]
     out, seen = [], set()
     for r in chosen:  # one line per item: k-shot seeds and sentiment iterations repeat the title
         if r["id"] not in seen:
@@ -82,7 +85,7 @@ def examples_table(step: Step, n_wrong: int, index: int) -> Table | None:
     picked += [(r, "right") for r in _pick(step, records, False, max(1, n_wrong // 2))]
     if not picked:
         return None
-    header = _score(step, picked[0][0])[0]
+    header = prediction_score(step, picked[0][0])[0]
     cols = [Column("Title", width="0.48\\linewidth"), Column("Gold"), Column("Prediction"), Column("Outcome"),
             Column(header, True)]
     table = Table(f"examples-{index}", f"Example test titles for {step.name}: the {n_wrong} most confidently "
@@ -90,8 +93,8 @@ def examples_table(step: Step, n_wrong: int, index: int) -> Table | None:
                   f"{step.cite}/predictions.jsonl.", cols, section="examples")
     for r, outcome in picked:
         row: list[Text] = [text(shorten(str(r["title"]), TITLE_CHARS)), text(str(r.get("gold"))),
-                           text(_pred_label(r)), text(outcome)]
-        parts = _score(step, r)[1]
+                           text(prediction_label(r)), text(outcome)]
+        parts = prediction_score(step, r)[1]
         row.append(text(*parts) if any(isinstance(p, Num) for p in parts) else text("—"))
         table.rows.append(row)
     return table

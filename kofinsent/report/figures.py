@@ -5,16 +5,15 @@ and all ordering is explicit. Each figure's plotted numbers go into report.json 
 """
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kofinsent.report.analysis import groups as step_groups
+from kofinsent.report.analysis_figures import analysis_figures
 from kofinsent.report.collect import Run, Step
 from kofinsent.report.escape import slug
+from kofinsent.report.figure_canvas import Figure, figure_style, new_figure, save_figure
 
 LABEL_NAMES = {"[상승]": "up", "[하락]": "down"}  # ASCII axis labels: the default fonts have no Hangul
 QUANT_ORDER = ("q2_k", "q3_k_m", "q4_0", "q4_k_s", "q4_k_m", "q5_0", "q5_k_s", "q5_k_m", "q6_k", "q8_0", "bnb-4bit",
@@ -22,51 +21,6 @@ QUANT_ORDER = ("q2_k", "q3_k_m", "q4_0", "q4_k_s", "q4_k_m", "q5_0", "q5_k_s", "
 HEATMAP_METRICS = (("valid_json_rate", "valid JSON rate"), ("sentiment_variance", "sentiment variance"),
                    ("mean_sentiment", "mean sentiment"), ("mean_confidence", "mean confidence"),
                    ("seconds_per_sample", "seconds / sample"), ("accuracy", "accuracy"))
-CJK_FONTS = ("Noto Sans CJK KR", "Noto Sans KR", "NanumGothic", "Malgun Gothic", "AppleGothic", "UnDotum")
-
-
-@dataclass
-class Figure:
-    name: str                      # file stem, [a-z0-9-] only
-    caption: str
-    files: list[str] = field(default_factory=list)   # relative to the report folder
-    data: list[dict[str, Any]] = field(default_factory=list)  # plotted values with their sources
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "caption": self.caption, "files": self.files, "data": self.data}
-
-
-@contextmanager
-def _style() -> Iterator[None]:
-    import matplotlib
-    from matplotlib import font_manager
-
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    fonts = [f for f in CJK_FONTS if f in installed] + ["DejaVu Sans"]
-    rc = {"svg.hashsalt": "kofinsent-report", "font.family": "sans-serif", "font.sans-serif": fonts,
-          "font.size": 9, "axes.titlesize": 9, "figure.dpi": 100, "savefig.dpi": 150}
-    with matplotlib.rc_context(rc), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Glyph .* missing")  # a Korean run name without a CJK font
-        yield
-
-
-def _save(fig: Any, out: Path, name: str, synthetic: bool) -> list[str]:
-    if synthetic:  # every output of a synthetic run says so, figures included
-        fig.text(0.5, 0.995, "SYNTHETIC DATA (replay forum) — not real market data", ha="center", va="top",
-                 color="#b00020", fontsize=9, fontweight="bold")
-    fig.tight_layout(rect=(0, 0, 1, 0.96) if synthetic else (0, 0, 1, 1))
-    files = []
-    for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "ModDate": None})):
-        path = out / f"{name}.{ext}"
-        fig.savefig(path, format=ext, metadata=meta)
-        files.append(f"figures/{path.name}")
-    return files
-
-
-def _new(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure as MplFigure
-
-    return MplFigure(figsize=(width, height))
 
 
 def _src(step: Step, file: str, key: list[Any]) -> dict[str, Any]:
@@ -81,7 +35,7 @@ def accuracy_vs_shots(steps: list[Step], out: Path, synthetic: bool) -> Figure |
     series: dict[str, list[Step]] = defaultdict(list)
     for s in ks:
         series[s.model + ("" if not s.config.get("adapter") else " + adapter")].append(s)
-    fig = _new(6, 3.6)
+    fig = new_figure(6, 3.6)
     ax = fig.add_subplot()
     fig_data = []
     for i, (model, group) in enumerate(series.items()):
@@ -114,7 +68,7 @@ def accuracy_vs_shots(steps: list[Step], out: Path, synthetic: bool) -> Figure |
     ax.legend(fontsize=7, loc="best")
     f = Figure("accuracy-vs-shots", "Accuracy vs number of shots: mean ± sd over few-shot seeds (dots: each seed); "
                "dashed line: 50%.", data=fig_data)
-    f.files = _save(fig, out, f.name, synthetic)
+    f.files = save_figure(fig, out, f.name, synthetic)
     return f
 
 
@@ -126,7 +80,7 @@ def confusion(step: Step, name: str, out: Path, synthetic: bool) -> Figure | Non
     rows = [LABEL_NAMES.get(r, r) for r in conf["rows"]]
     cols = [LABEL_NAMES.get(c, c) for c in conf["columns"]]
     matrix = conf["matrix"]
-    fig = _new(1.2 + 1.0 * len(cols), 2.8)
+    fig = new_figure(1.2 + 1.0 * len(cols), 2.8)
     ax = fig.add_subplot()
     im = ax.imshow(matrix, cmap="Blues")
     top = max(max(r) for r in matrix) or 1
@@ -142,7 +96,7 @@ def confusion(step: Step, name: str, out: Path, synthetic: bool) -> Figure | Non
     f = Figure(name, f"Confusion matrix of {step.name} ({step.cite}); up = [상승], down = [하락].",
                data=[{"model": step.name, "confusion": conf, "n": step.metrics.get("n"),
                       "source": _src(step, "metrics.json", ["confusion"])}])
-    f.files = _save(fig, out, name, synthetic)
+    f.files = save_figure(fig, out, name, synthetic)
     return f
 
 
@@ -151,15 +105,11 @@ def group_accuracy(step: Step, items: dict[str, dict[str, Any]], field_: str) ->
     """Accuracy with its 95% interval per group (stock code, or year of posted_at) from predictions joined to the
     test records by id: :func:`kofinsent.report.analysis.groups` (Wilson when the run has one prediction per item,
     else the cluster bootstrap over the group's items), shared with the per-stock / per-year tables."""
-    from kofinsent.report.analysis import groups
-
-    got = groups(step, "year" if field_ == "posted_at" else field_) if items is step.run.test_items else None
+    got = step_groups(step, "year" if field_ == "posted_at" else field_) if items is step.run.test_items else None
     return got[0] if got else {}
 
 
 def accuracy_by(steps: list[Step], field_: str, out: Path, synthetic: bool) -> Figure | None:
-    from kofinsent.report.analysis import groups as step_groups
-
     by = "year" if field_ == "posted_at" else field_
     joined = [(s, group_accuracy(s, s.run.test_items or {}, field_)) for s in steps
               if s.kind == "eval" and s.predictions and s.run.test_items]
@@ -174,7 +124,7 @@ def accuracy_by(steps: list[Step], field_: str, out: Path, synthetic: bool) -> F
         for it in (run.test_items or {}).values():
             if it.get(field_):
                 items[str(it[field_])[:4] if field_ == "posted_at" else str(it[field_])] += 1
-    fig = _new(min(16.0, max(5.0, 0.5 * len(groups) * len(joined) ** 0.5 + 3)), 3.6)
+    fig = new_figure(min(16.0, max(5.0, 0.5 * len(groups) * len(joined) ** 0.5 + 3)), 3.6)
     ax = fig.add_subplot()
     width = 0.8 / len(joined)
     data = []
@@ -198,7 +148,7 @@ def accuracy_by(steps: list[Step], field_: str, out: Path, synthetic: bool) -> F
                "predictions per item, k-shot seeds or sentiment iterations, the bar is the mean over all of them and "
                "the interval a bootstrap over items); n under each "
                f"{what} = test items; the numbers are in the per-{what} table.", data=data)
-    f.files = _save(fig, out, f.name, synthetic)
+    f.files = save_figure(fig, out, f.name, synthetic)
     return f
 
 
@@ -207,7 +157,7 @@ def sentiment_distributions(steps: list[Step], out: Path, synthetic: bool) -> Fi
     ss = [s for s in steps if s.is_sentiment and s.predictions is not None]
     if not ss:
         return None
-    fig = _new(6, 1.2 + 1.3 * len(ss))
+    fig = new_figure(6, 1.2 + 1.3 * len(ss))
     axes = fig.subplots(len(ss), 1, sharex=True, squeeze=False)[:, 0]
     bins = [-1.0 + 0.1 * i for i in range(21)]
     data = []
@@ -222,7 +172,7 @@ def sentiment_distributions(steps: list[Step], out: Path, synthetic: bool) -> Fi
     axes[-1].set_xlabel("sentiment (strictly valid replies)")
     f = Figure("sentiment-distributions", "Distribution of the strictly valid sentiment scores per model (seed 000 "
                "prompt); n valid of all replies in each panel title.", data=data)
-    f.files = _save(fig, out, f.name, synthetic)
+    f.files = save_figure(fig, out, f.name, synthetic)
     return f
 
 
@@ -239,7 +189,7 @@ def sentiment_heatmaps(steps: list[Step], out: Path, synthetic: bool) -> Figure 
     families = list(dict.fromkeys(s.family for s in ss))
     quants = sorted({s.quantization for s in ss}, key=_quant_key)
     short = _short_names(families)
-    fig = _new(3.2 * 3, 0.6 + (1.0 + 0.45 * len(families)) * 2)
+    fig = new_figure(3.2 * 3, 0.6 + (1.0 + 0.45 * len(families)) * 2)
     axes = fig.subplots(2, 3, squeeze=False).ravel()
     data = []
     for ax, (key, title) in zip(axes, HEATMAP_METRICS):
@@ -264,7 +214,7 @@ def sentiment_heatmaps(steps: list[Step], out: Path, synthetic: bool) -> Figure 
     n = sorted({s.metrics.get("n") for s in ss if s.metrics.get("n") is not None})
     f = Figure("sentiment-heatmaps", "Seed 000 comparisons: model x quantization for each measure "
                f"(n = {', '.join(map(str, n))} replies per cell; empty: not run).", data=data)
-    f.files = _save(fig, out, f.name, synthetic)
+    f.files = save_figure(fig, out, f.name, synthetic)
     return f
 
 
@@ -282,7 +232,7 @@ def make_figures(runs: list[Run], steps: list[Step], out: Path) -> list[Figure]:
     out.mkdir(parents=True, exist_ok=True)
     synthetic = any(r.synthetic for r in runs)
     figs: list[Figure | None] = []
-    with _style():
+    with figure_style():
         figs.append(accuracy_vs_shots(steps, out, synthetic))
         used: set[str] = set()
         for s in steps:
@@ -298,7 +248,5 @@ def make_figures(runs: list[Run], steps: list[Step], out: Path) -> list[Figure]:
         figs.append(accuracy_by(steps, "posted_at", out, synthetic))
         figs.append(sentiment_distributions(steps, out, synthetic))
         figs.append(sentiment_heatmaps(steps, out, synthetic))
-        from kofinsent.report.analysis_figures import analysis_figures
-
         figs.extend(analysis_figures(steps, out, synthetic))
     return [f for f in figs if f is not None]

@@ -9,12 +9,10 @@ need is written in the templates themselves; the rare computed piece of markup (
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kofinsent.report.document import Report
 from kofinsent.report.escape import latex_escape, md_escape, one_line
-
-if TYPE_CHECKING:
-    from kofinsent.report.build import Report
 
 TEMPLATES = Path(__file__).parent / "templates"
 

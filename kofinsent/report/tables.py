@@ -40,7 +40,8 @@ class Table:
                 "rows": [[cell.to_json() for cell in row] for row in self.rows]}
 
 
-def _or_na(num: Num | None, *rest: str | Num | None) -> Text:
+def or_na(num: Num | None, *rest: str | Num | None) -> Text:
+    """``num`` followed by ``rest``; "n/a" alone when ``num`` is missing (the run did not record it)."""
     return text(num, *rest) if num is not None else text(NA)
 
 
@@ -81,9 +82,9 @@ def main_table(steps: list[Step]) -> Table:
         shots = m.num(("shots",), "int") if s.is_kshot else None
         table.rows.append([
             text(s.name), text(s.method), text(s.prompt or "—"), text(shots) if shots else text("—"),
-            _or_na(m.num(("n",), "int")), accuracy_cell(m), _or_na(m.num(("macro_f1",), "f3")),
-            _or_na(m.num(("mcc",), "f3")), _or_na(m.num(("invalid_rate",), "pct")),
-            _or_na(m.num(("binom_p_vs_majority",), "p")), text(s.cite),
+            or_na(m.num(("n",), "int")), accuracy_cell(m), or_na(m.num(("macro_f1",), "f3")),
+            or_na(m.num(("mcc",), "f3")), or_na(m.num(("invalid_rate",), "pct")),
+            or_na(m.num(("binom_p_vs_majority",), "p")), text(s.cite),
         ])
     _bold_best(table.rows, 5, [s.metrics.get("accuracy") for s in steps])
     return table
@@ -133,7 +134,7 @@ def kshot_table(steps: list[Step]) -> Table | None:
                 seeds = s.config_src.num(("fewshot_seeds",), "int", derive="len")
                 row.append(text(acc, " (n=", m.num(("n",), "int"), ", ", seeds, " seed)") if acc else text(NA))
                 row_means.append(s.metrics.get("accuracy"))
-        row.append(text(_join_cites(cites)))
+        row.append(text(join_cites(cites)))
         table.rows.append(row)
         means.append(row_means)
     for j in range(len(shots)):
@@ -141,7 +142,7 @@ def kshot_table(steps: list[Step]) -> Table | None:
     return table
 
 
-def _join_cites(cites: list[str]) -> str:
+def join_cites(cites: list[str]) -> str:
     """"exp/id:eval/a, eval/b" when the cites share a run, else each in full."""
     runs = {c.split(":", 1)[0] for c in cites}
     if len(runs) == 1 and all(":" in c for c in cites):
@@ -170,10 +171,10 @@ def sentiment_table(steps: list[Step]) -> Table | None:
         n = m.num(("n_predictions",), "int") or m.num(("n_replies",), "int")  # n_replies: metrics before issue 13
         table.rows.append([
             text(s.name), text(s.quantization),
-            _or_na(n, " (", m.num(("n",), "int"), " x ", m.num(("iterations",), "int"), ")"),
-            _or_na(m.num(("valid_json_rate",), "pct")), _or_na(m.num(("mean_sentiment",), "f3")),
-            _or_na(m.num(("sentiment_variance",), "f3")), _or_na(m.num(("mean_confidence",), "f3")),
-            _or_na(m.num(("seconds_per_sample",), "f2")), accuracy_cell(m), text(s.cite),
+            or_na(n, " (", m.num(("n",), "int"), " x ", m.num(("iterations",), "int"), ")"),
+            or_na(m.num(("valid_json_rate",), "pct")), or_na(m.num(("mean_sentiment",), "f3")),
+            or_na(m.num(("sentiment_variance",), "f3")), or_na(m.num(("mean_confidence",), "f3")),
+            or_na(m.num(("seconds_per_sample",), "f2")), accuracy_cell(m), text(s.cite),
         ])
     _bold_best(table.rows, 8, [s.metrics.get("accuracy") for s in ss])
     return table

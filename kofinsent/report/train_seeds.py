@@ -24,7 +24,7 @@ from typing import Any
 from kofinsent.evaluation.metrics import seed_summary
 from kofinsent.report.cite import Num, Src, text
 from kofinsent.report.collect import Step
-from kofinsent.report.tables import Column, Table, _join_cites, _or_na, accuracy_cell
+from kofinsent.report.tables import Column, Table, accuracy_cell, join_cites, or_na
 
 SEED_DIR = re.compile(r"seed(\d+)")
 SEED_SUFFIX = re.compile(r"-seed\d+$")  # the runner's name for one seed of an expanded eval
@@ -115,13 +115,13 @@ def train_seed_table(steps: list[Step]) -> Table | None:
             m = s.metrics_src
             if (acc := m.num(("accuracy",), "pct")) is not None:
                 accs.append(acc)
-            table.rows.append([text(name), text(str(seed)), _or_na(m.num(("n",), "int")), accuracy_cell(m),
+            table.rows.append([text(name), text(str(seed)), or_na(m.num(("n",), "int")), accuracy_cell(m),
                                text(s.cite)])
         mean, sd = seed_stat(accs, "mean", "pct"), seed_stat(accs, "sd", "pp")
         summary = (text(mean, " ± ", sd, " pp") if mean is not None and sd is not None and len(accs) == len(by_seed)
                    else text("n/a"))
         table.rows.append([text(name), text(f"mean ± sd over {len(by_seed)} seeds"), text("—"), summary,
-                           text(_join_cites([by_seed[k].cite for k in sorted(by_seed)]))])
+                           text(join_cites([by_seed[k].cite for k in sorted(by_seed)]))])
     return table
 
 

@@ -11,14 +11,14 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any
 
+from kofinsent.training.errors import TrainError
+
 ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 FLASH = "flash_attention_2"
 
 
 def check_attention(value: Any) -> None:
     if value not in ATTENTIONS:
-        from kofinsent.training.hf_trainer import TrainError
-
         raise TrainError(f"--attn-implementation must be one of {', '.join(ATTENTIONS)}, got {value!r}")
 
 

@@ -43,6 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kofinsent.training.distributed import local_rank
+from kofinsent.training.errors import TrainError
+
 AUTO = "auto"
 DEFAULT_MICRO_BATCH = 8   # TrainConfig.batch_size's default: "auto" without effective_batch_size keeps its batch
 CPU_MICRO_BATCH = 16      # "auto" on a CPU, at most: the tiny GPT-NeoX trains fastest at 16-32 with 2 threads
@@ -54,24 +57,19 @@ LENGTH_STEP = 32          # the longest example is rounded up to this many token
 log = logging.getLogger(__name__)
 
 
-def _error(msg: str) -> Exception:
-    from kofinsent.training.hf_trainer import TrainError
-
-    return TrainError(msg)
-
-
 def check_batch_options(batch_size: Any, grad_accum: int, effective_batch_size: Any) -> None:
     """``TrainConfig.validate``'s checks of the batch options (a TrainError naming the option)."""
     if batch_size != AUTO and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise _error(f"--batch-size must be an integer >= 1 or auto, got {batch_size!r}")
+        raise TrainError(f"--batch-size must be an integer >= 1 or auto, got {batch_size!r}")
     if effective_batch_size is None:
         return
     if isinstance(effective_batch_size, bool) or not isinstance(effective_batch_size, int) or effective_batch_size < 1:
-        raise _error(f"--effective-batch-size must be an integer >= 1, got {effective_batch_size!r}")
+        raise TrainError(f"--effective-batch-size must be an integer >= 1, got {effective_batch_size!r}")
     if grad_accum != 1:
-        raise _error("--effective-batch-size sets the gradient accumulation itself; leave --grad-accum at 1")
+        raise TrainError("--effective-batch-size sets the gradient accumulation itself; leave --grad-accum at 1")
     if isinstance(batch_size, int) and effective_batch_size % batch_size:
-        raise _error(f"--effective-batch-size {effective_batch_size} is not a multiple of --batch-size {batch_size}")
+        raise TrainError(f"--effective-batch-size {effective_batch_size} is not a multiple of "
+                         f"--batch-size {batch_size}")
 
 
 def parse_batch_size(text: str) -> int | str:
@@ -82,7 +80,7 @@ def parse_batch_size(text: str) -> int | str:
     try:
         value = int(text)
     except ValueError:
-        raise _error(f"--batch-size must be an integer >= 1 or auto, got {text!r}") from None
+        raise TrainError(f"--batch-size must be an integer >= 1 or auto, got {text!r}") from None
     check_batch_options(value, 1, None)
     return value
 
@@ -96,7 +94,7 @@ def per_process_batch(batch_size: int | str, grad_accum: int, effective_batch_si
     if effective_batch_size is None:
         return (batch_size if isinstance(batch_size, int) else DEFAULT_MICRO_BATCH) * grad_accum
     if effective_batch_size % world:
-        raise _error(f"--effective-batch-size {effective_batch_size} does not split over {world} processes")
+        raise TrainError(f"--effective-batch-size {effective_batch_size} does not split over {world} processes")
     return effective_batch_size // world
 
 
@@ -275,7 +273,7 @@ def search(model: Any, examples: Sequence[dict[str, list[int]]], collator: Calla
         if ok:
             return m, "probed", halvings, probes
         if m == 1:
-            raise _error("--batch-size auto: even a micro-batch of 1 runs out of memory on this device (try "
+            raise TrainError("--batch-size auto: even a micro-batch of 1 runs out of memory on this device (try "
                          "--gradient-checkpointing, --load-in-8bit or a smaller --max-length)")
         m = largest_divisor(per_process, max(m // 2, fits))  # half, or the largest size known to fit
 
@@ -297,7 +295,7 @@ def _agree(micro: int, device: Any) -> int:
 def plan_batches(cfg: Any, model: Any, examples: Sequence[dict[str, list[int]]], collator: Callable, device: Any,
                  facts: dict[str, Any], autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
                  previous: dict[str, Any] | None = None) -> BatchPlan:
-    """The micro-batch and accumulation of ``cfg`` (a :class:`~kofinsent.training.hf_trainer.TrainConfig`) for ``model`` on
+    """The micro-batch and accumulation of ``cfg`` (a :class:`~kofinsent.training.options.TrainConfig`) for ``model`` on
     ``device``. ``previous``: the ``batching`` record of the run being resumed (its split is kept, so the resumed
     steps see the same batches)."""
     check_batch_options(cfg.batch_size, cfg.grad_accum, cfg.effective_batch_size)
@@ -313,7 +311,7 @@ def plan_batches(cfg: Any, model: Any, examples: Sequence[dict[str, list[int]]],
         m = largest_divisor(per, CPU_MICRO_BATCH)
         return BatchPlan(m, per // m, per * world, world, "cpu default")
     if not examples:
-        raise _error("--batch-size auto needs training examples to probe with")
+        raise TrainError("--batch-size auto needs training examples to probe with")
     longest = max(len(f["input_ids"]) for f in examples)
     key = cache_key(model, device, facts, longest)
     m, source, halvings, probes = search(model, examples, collator, per, device, autocast, key, str(cfg.model))
@@ -326,12 +324,12 @@ def plan_batches(cfg: Any, model: Any, examples: Sequence[dict[str, list[int]]],
 
 def plan_for_run(cfg: Any, model: Any, examples: Sequence[dict[str, list[int]]], collator: Callable,
                  facts: dict[str, Any], precision: dict[str, bool], previous: dict[str, Any] | None) -> BatchPlan:
-    """:func:`plan_batches` for :func:`kofinsent.training.hf_trainer.train`: the device the Trainer will use (the model moved
-    there first when it is searched on and not quantized: the Trainer would move it anyway), its autocast, and the
-    facts the cache key needs."""
+    """:func:`plan_batches` for :func:`kofinsent.training.hf_trainer.train`: the device the Trainer will use (the
+    model moved there first when it is searched on and not quantized: the Trainer would move it anyway), its
+    autocast, and the facts the cache key needs."""
     import torch
 
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if facts.get("cuda") else torch.device("cpu")
+    device = torch.device("cuda", local_rank()) if facts.get("cuda") else torch.device("cpu")
     half = torch.bfloat16 if precision.get("bf16") else torch.float16 if precision.get("fp16") else None
     if not isinstance(cfg.batch_size, int) and searchable(device) and not facts.get("quantization"):
         model.to(device)

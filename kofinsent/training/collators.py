@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from kofinsent.training.errors import TrainError
+
 ROW_TOKENS = 512  # the cap on a packed row under SDPA / eager attention (FlashAttention 2: one row, no cap)
 
 
@@ -105,11 +107,9 @@ class PackCollator:
 
 
 def check_packing(model: Any) -> None:
-    """A :class:`~kofinsent.training.hf_trainer.TrainError` unless ``model`` takes ``position_ids`` (packing needs them: models that
-    derive positions from the attention mask, such as ALiBi ones, cannot see example boundaries)."""
+    """A :class:`~kofinsent.training.errors.TrainError` unless ``model`` takes ``position_ids`` (packing needs them:
+    models that derive positions from the attention mask, such as ALiBi ones, cannot see example boundaries)."""
     import inspect
-
-    from kofinsent.training.hf_trainer import TrainError
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if "position_ids" not in inspect.signature(base.forward).parameters:

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from kofinsent.runs import read_json, sha256_file
-from kofinsent.training.hf_trainer import TrainConfig, TrainError, check_engine, checkpoints, train_with
+from kofinsent.training.engines import train_with
+from kofinsent.training.errors import TrainError
+from kofinsent.training.options import TrainConfig, check_engine
+from kofinsent.training.run_dir import checkpoints
 
 
 def seed_dir_name(seed: int) -> str:

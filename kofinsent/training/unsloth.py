@@ -17,8 +17,8 @@ The steps are Unsloth's documented Llama-3 conversational recipe:
    whole chat, the five worked examples included, so the examples' replies are the same in every record: prompt,
    read but not learned, as in the chat the model is evaluated on.
 
-The run directory has the HF engine's layout (:mod:`kofinsent.training.hf_trainer`): ``config.json`` (resolved config, engine
-``"unsloth"``, data sha256), ``environment.json``, ``trainer_log.jsonl``, ``checkpoint-*/`` (``--resume``),
+The run directory has the HF engine's layout (:mod:`kofinsent.training.run_dir`): ``config.json`` (resolved config,
+engine ``"unsloth"``, data sha256), ``environment.json``, ``trainer_log.jsonl``, ``checkpoint-*/`` (``--resume``),
 ``adapter/`` (PEFT format + tokenizer), ``metrics.json`` and, with ``--merge``, ``merged/`` written by Unsloth's
 ``save_pretrained_merged(..., save_method="merged_16bit")``, which ``kofinsent export gguf --run`` converts.
 
@@ -37,17 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from kofinsent.runs import environment, sha256_file, write_json
-from kofinsent.training.hf_trainer import (
-    TrainConfig,
-    TrainError,
-    _is_main,
-    _precision,
-    log_callback,
-    prepare_out,
-    resolve_targets,
-    run_metrics,
-    split_validation,
-)
+from kofinsent.training.distributed import is_main
+from kofinsent.training.errors import TrainError
+from kofinsent.training.loading import precision_flags, resolve_targets
+from kofinsent.training.options import TrainConfig
+from kofinsent.training.records import split_validation
+from kofinsent.training.run_dir import log_callback, prepare_out, run_metrics
 
 CHAT_TEMPLATE = "llama-3"
 INSTRUCTION_PART = "<|start_header_id|>user<|end_header_id|>\n\n"
@@ -258,7 +253,8 @@ def resolved_config(cfg: TrainConfig, data_sha: str, n_records: int, n_train: in
     choices and what loading the model found (``facts``)."""
     return {**dataclasses.asdict(cfg), "engine": "unsloth", "data_format": "sharegpt", "data_sha256": data_sha,
             "n_records": n_records, "n_train": n_train, "n_val": n_val, "chat_template": CHAT_TEMPLATE,
-            "loss_masking": "unsloth train_on_responses_only, then the final assistant reply only", "instruction_part": INSTRUCTION_PART,
+            "loss_masking": "unsloth train_on_responses_only, then the final assistant reply only",
+            "instruction_part": INSTRUCTION_PART,
             "response_part": RESPONSE_PART, "eos_token": EOT, "max_seq_length": max_seq_length(cfg),
             "optimizer": OPTIMIZER, "gradient_checkpointing": "unsloth", "padding": "dynamic (per batch)", **facts}
 
@@ -333,8 +329,8 @@ def train_unsloth(cfg: TrainConfig) -> dict[str, Any]:
     resume_from = prepare_out(cfg, data_sha)
     out = Path(cfg.out)
     model, tokenizer, facts = load_model(cfg)
-    precision = _precision(cfg, cuda=True)
-    if _is_main():
+    precision = precision_flags(cfg, cuda=True)
+    if is_main():
         write_json(out / "config.json", resolved_config(cfg, data_sha, len(conversations), len(train_convs),
                                                         len(val_convs), {**facts, **precision}))
         write_json(out / "environment.json", environment({"seed": cfg.seed}))
@@ -371,5 +367,5 @@ def train_unsloth(cfg: TrainConfig) -> dict[str, Any]:
 
 
 __all__ = ["CHAT_TEMPLATE", "EOT", "INSTRUCTION_PART", "RESPONSE_PART", "TARGET_MODULES", "check_llama3_tokenizer",
-           "check_options", "check_response_labels", "final_reply_only", "load_sharegpt", "resolved_config", "sft_config_kwargs",
-           "train_unsloth", "unsupported_options"]
+           "check_options", "check_response_labels", "final_reply_only", "load_sharegpt", "resolved_config",
+           "sft_config_kwargs", "train_unsloth", "unsupported_options"]

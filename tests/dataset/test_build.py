@@ -13,8 +13,8 @@ from crawler.errors import StoreError
 from crawler.records import Post
 from kofinsent.dataset.build import build_dataset
 from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError, MissingPricesError, TooFewPostsError
-from kofinsent.dataset.export import COLUMNS, read_jsonl
-from kofinsent.dataset.source import sha256_file
+from kofinsent.dataset.export import COLUMNS
+from kofinsent.runs import read_jsonl, sha256_file
 
 FILES = ["train.jsonl", "test.jsonl", "train.parquet", "test.parquet", "returns.jsonl", "datasheet.json",
          "datasheet.md"]
@@ -27,7 +27,7 @@ def build(db: Path, out: Path, rule: str = "next-session", **kw):
 
 
 def rows(out: Path) -> tuple[list[dict], list[dict]]:
-    return read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
+    return list(read_jsonl(out / "train.jsonl")), list(read_jsonl(out / "test.jsonl"))
 
 
 @pytest.mark.parametrize("rule", ["same-day", "next-session"])
@@ -57,7 +57,7 @@ def test_returns_file_is_the_price_calendar_by_hand(hand, hand_db, tmp_path):
     """returns.jsonl: one line per stock and traded day (halt bars left out), the previous traded close, null on a
     stock's first bar, and each record's return is the line of its (code, move_date)."""
     sheet = build(hand_db, tmp_path / "out", "next-session", test_size=0.25)
-    lines = read_jsonl(tmp_path / "out" / "returns.jsonl")
+    lines = list(read_jsonl(tmp_path / "out" / "returns.jsonl"))
     traded = [(c, d, close) for c, d, close, volume in hand.bars if volume > 0]
     assert [(r["code"], r["date"], r["close"]) for r in lines] == sorted(traded)
     assert list(lines[0]) == ["code", "date", "close_prev", "close", "return"]
@@ -99,7 +99,7 @@ def test_balanced_sample_and_datasheet_counts_equal_files(synth_db, tmp_path):
     for name, f in sheet["files"].items():
         assert f["sha256"] == sha256_file(out / name)
         if name == "returns.jsonl":
-            assert f["rows"] == len(read_jsonl(out / name))
+            assert f["rows"] == len(list(read_jsonl(out / name)))
             continue
         assert f["rows"] == (len(train) if name.startswith("train") else len(test))
     assert sum(sheet["removed"].values()) + c["total"] == sheet["source"]["posts_in_db"] == 3000
@@ -234,10 +234,10 @@ def test_files_load_with_datasets(synth_db, tmp_path):
                                                       "test": str(out / "test.parquet")}, cache_dir=cache)
     assert js["train"].num_rows + js["test"].num_rows == 400
     assert js["train"].column_names == list(COLUMNS) == pq["train"].column_names
-    assert pq["test"].to_list() == read_jsonl(out / "test.jsonl")  # Parquet: the records exactly as written
+    assert pq["test"].to_list() == list(read_jsonl(out / "test.jsonl"))  # Parquet: the records exactly as written
     # The json loader (pyarrow's type inference) reads the ISO strings as naive *UTC* timestamps, as the
     # datasheet warns; every other column comes back as written.
-    first_js, first = js["test"][0], read_jsonl(out / "test.jsonl")[0]
+    first_js, first = js["test"][0], list(read_jsonl(out / "test.jsonl"))[0]
     kst = datetime.fromisoformat(first["posted_at"])
     assert first_js["posted_at"] == kst.astimezone(timezone.utc).replace(tzinfo=None)
     same = [c for c in COLUMNS if c not in ("posted_at", "move_date")]
@@ -320,7 +320,7 @@ def test_bad_db_paths(tmp_path):
 def test_stock_without_a_name_exports_null(hand, tmp_path):
     db = hand.write_db(tmp_path / "n.db", hand.posts(), hand.bars)  # no stocks rows: names unknown
     build(db, tmp_path / "out", "next-session", test_size=0.3)
-    train = read_jsonl(tmp_path / "out" / "train.jsonl")
+    train = list(read_jsonl(tmp_path / "out" / "train.jsonl"))
     assert train and all(r["name"] is None for r in train)
     import pyarrow.parquet as pq
     assert set(pq.read_table(tmp_path / "out" / "train.parquet").column("name").to_pylist()) == {None}

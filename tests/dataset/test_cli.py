@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from crawler.records import Post
 from kofinsent.cli import app
-from kofinsent.dataset.export import read_jsonl
 from kofinsent.dataset.sharegpt import SEED_INSTRUCTION, conversation
+from kofinsent.runs import read_jsonl
 
 runner = CliRunner()
 SEED_003_TEXT = "주식 종목 토론방에 [제목]의 글이 올라온 다음 날, 주가는 어떻게 되었을까?\n[상승] 혹은 [하락] 중 하나로 답하여라."
@@ -33,8 +33,8 @@ def test_build_and_sharegpt_commands(synth_db, tmp_path):
     sg = tmp_path / "sharegpt.jsonl"
     r = invoke("dataset", "sharegpt", "--data", out / "train.jsonl", "--out", sg)
     assert r.exit_code == 0, r.output
-    lines = read_jsonl(sg)
-    train = read_jsonl(out / "train.jsonl")
+    lines = list(read_jsonl(sg))
+    train = list(read_jsonl(out / "train.jsonl"))
     assert len(lines) == len(train) == 540
     first = lines[0]["conversations"]
     assert [t["from"] for t in first] == ["system", "human", "gpt"]
@@ -51,7 +51,7 @@ def test_json_reply_is_seed_000_shape(synth_db, tmp_path):
     r = invoke("dataset", "sharegpt", "--data", out / "train.jsonl", "--out", sg, "--reply", "json",
                "--confidence", "0.5")
     assert r.exit_code == 0, r.output
-    for conv, rec in zip(read_jsonl(sg), read_jsonl(out / "train.jsonl")):
+    for conv, rec in zip(list(read_jsonl(sg)), list(read_jsonl(out / "train.jsonl"))):
         system, human, gpt = conv["conversations"]
         assert system["value"].startswith(SEED_003_TEXT.split("\n")[0]) and "JSON" in system["value"]
         reply = json.loads(gpt["value"])  # strict: the raw reply is one JSON object, nothing around it

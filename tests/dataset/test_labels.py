@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kofinsent.dataset.labels import DOWN, MISSING_PRICES, REASONS, UP, PriceCalendar, coverage_gaps, label_posts
+from kofinsent.dataset.labels import MISSING_PRICES, REASONS, PriceCalendar, coverage_gaps, label_posts
+from kofinsent.labels import DOWN, UP
 
 RULES = ["same-day", "next-session"]
 EXPECTED_AT = {"same-day": 3, "next-session": 4}

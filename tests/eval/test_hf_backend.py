@@ -11,7 +11,8 @@ import torch
 from kofinsent import tiny
 from kofinsent.backends import Backend, BackendError, GenOptions, get_backend
 from kofinsent.backends.hf import HFBackend, move_whitespace
-from kofinsent.prompts.direction import CONTINUATIONS, LABELS, kshot, seed2shot
+from kofinsent.labels import LABELS
+from kofinsent.prompts.direction import CONTINUATIONS, kshot, seed2shot
 
 EXACT = 1e-5   # cached vs plain vs a hand-written forward pass, float32
 LM_EVAL = 1e-4  # vs lm-evaluation-harness (clarifications, issue 4)

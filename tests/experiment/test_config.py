@@ -87,6 +87,7 @@ def _err(data: dict, *overrides: str) -> str:
     ("eval.base.method=vibes", "eval.base: --method must be one of"),
     ("train.lora.loss=half", "train.lora: --loss must be one of full, answer-only, got 'half'"),
     ("eval.base.shots=[0, -5]", "eval.base: need --shots >= 0"),
+    ("eval.base.temperature=-0.5", "eval.base: --temperature must be within [0, 2], got -0.5"),
     ("experiment.name=a/b", "experiment.name: a name that becomes a path must match"),
 ])
 def test_bad_values_name_the_key(override: str, expected: str) -> None:
@@ -138,17 +139,29 @@ def test_grid_expansion_and_seeds() -> None:
     assert seeds["eval"]["k-m1-0shot"]["fewshot_seeds"] == [1, 2, 3] and seeds["eval"]["base"]["fewshot_seeds"] is None
 
 
-def test_train_and_eval_tables_follow_the_dataclasses() -> None:
-    """A new TrainConfig / EvalConfig option is usable from a config at once: the tables are derived from them."""
+# keys a table adds to its stage's fields (engine: which trainer; seeds: one run per training seed; standin: the
+# synthetic teacher), and the fields that are no key (the runner sets them: the run directory, resume, ...)
+TABLE_ONLY_KEYS = {"train": {"engine", "seeds"}, "eval": set(), "teacher": {"standin"}}
+NOT_KEYS = {"train": {"out", "resume", "overwrite", "extra"}, "eval": {"out", "overwrite", "resume"},
+            "teacher": {"out", "overwrite", "synthetic"}}
+
+
+@pytest.mark.parametrize("table", ["train", "eval", "teacher"])
+def test_stage_tables_follow_the_dataclasses(table: str) -> None:
+    """A new TrainConfig / EvalConfig / TeacherConfig option is usable from a config at once: the tables are made
+    from them, and every key of a table is one of its stage's fields (bar TABLE_ONLY_KEYS)."""
     import dataclasses
 
-    from kofinsent.evaluation.evaluate import EvalConfig
-    from kofinsent.experiment.config import EvalSection, TrainSection
-    from kofinsent.training.hf_trainer import TrainConfig
+    from kofinsent.dataset.teacher import TeacherConfig
+    from kofinsent.evaluation.options import EvalConfig
+    from kofinsent.experiment.config import EvalSection, TeacherSection, TrainSection
+    from kofinsent.training.options import TrainConfig
 
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"out", "resume", "overwrite", "extra"}
-    assert set(TrainSection.model_fields) == train_keys | {"engine", "seeds"}  # seeds: one run per training seed
-    assert set(EvalSection.model_fields) == {f.name for f in dataclasses.fields(EvalConfig)} - {"out", "overwrite", "resume"}
+    section, config_cls = {"train": (TrainSection, TrainConfig), "eval": (EvalSection, EvalConfig),
+                           "teacher": (TeacherSection, TeacherConfig)}[table]
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    assert set(section.model_fields) - TABLE_ONLY_KEYS[table] == fields - NOT_KEYS[table]
+    assert TABLE_ONLY_KEYS[table].isdisjoint(fields) and NOT_KEYS[table] <= fields
 
 
 def test_load_errors_name_the_file(tmp_path: Path) -> None:
@@ -177,18 +190,12 @@ def test_a_teacher_table_parses_and_its_refs_resolve() -> None:
     assert again.sha256() == cfg.sha256() and again.teacher == cfg.teacher
     # a config without [teacher] hashes as before the table existed (its runs are still resumed)
     assert "teacher" not in tomllib.loads(dump_toml(validate(MINIMAL)))
-    from kofinsent.dataset.teacher import TeacherConfig
     from kofinsent.experiment.runner import Experiment
 
     exp = Experiment(cfg, Path("/r"))
     assert exp.path("@teacher/sharegpt.jsonl") == "/r/teacher/sharegpt.jsonl"
     assert [name for name, _ in exp.steps()][:2] == ["dataset", "teacher"]
-    import dataclasses
-
-    from kofinsent.experiment.config import TeacherSection
-
-    keys = {f.name for f in dataclasses.fields(TeacherConfig)} - {"out", "overwrite", "synthetic"}
-    assert set(TeacherSection.model_fields) == keys | {"standin"}  # the table follows the dataclass
+    # the table follows TeacherConfig: test_stage_tables_follow_the_dataclasses
 
 
 @pytest.mark.parametrize("teacher, overrides, expected", [

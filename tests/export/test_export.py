@@ -96,7 +96,7 @@ def test_float_exports_give_transformers_greedy_tokens(exported: Path, tiny_llam
 
 def test_q8_0_loads_and_mostly_agrees_with_transformers(exported: Path, tiny_llama_dir: Path) -> None:
     from kofinsent.backends.llamacpp import LlamaCppBackend
-    from kofinsent.export.model import gguf_info
+    from kofinsent.export.quantize import gguf_info
 
     path = exported / "tiny-q8_0.gguf"
     info = gguf_info(path)
@@ -126,7 +126,7 @@ def test_k_quants_on_a_256_wide_model(tiny_llama256: Path, tmp_path: Path, quant
 
 
 def test_modelfile(exported: Path) -> None:
-    from kofinsent.export.model import parse_modelfile
+    from kofinsent.export.ollama import parse_modelfile
     from kofinsent.prompts.sentiment import SYSTEM_PROMPT
 
     text = (exported / "Modelfile").read_text()

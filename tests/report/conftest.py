@@ -168,7 +168,7 @@ def _baselines(run: Path) -> None:
 
 def _train(run: Path) -> None:
     from kofinsent.runs import environment, write_json
-    from kofinsent.training.hf_trainer import TrainConfig
+    from kofinsent.training.options import TrainConfig
 
     out = run / "train/lora"
     out.mkdir(parents=True)

@@ -21,7 +21,7 @@ import yaml
 from typer.testing import CliRunner
 
 from kofinsent.cli import app
-from kofinsent.training.hf_trainer import fsdp_active
+from kofinsent.training.distributed import fsdp_active
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE = Path(sys.executable).with_name("accelerate")

@@ -15,7 +15,11 @@ from kofinsent import tiny
 from kofinsent.cli import app
 from kofinsent.training import batching
 from kofinsent.training.collators import PackCollator, PadCollator
-from kofinsent.training.hf_trainer import TrainConfig, TrainError, encode_example, load_model, split_validation, train
+from kofinsent.training.errors import TrainError
+from kofinsent.training.hf_trainer import train
+from kofinsent.training.loading import load_model
+from kofinsent.training.options import TrainConfig
+from kofinsent.training.records import encode_example, split_validation
 
 from .conftest import write_jsonl
 
@@ -282,7 +286,7 @@ def test_validation_accuracy_is_kofinsent_eval_accuracy(tiny_neox_dir, cue_data,
     kw = base_kw(tiny_neox_dir, cue_data / "train.jsonl", max_steps=20, batch_size=8, val_size=24, lr=3e-3)
     m = train(TrainConfig(out=str(tmp_path / "run"), **kw))
     assert m["val_n"] == 24 and m["val_batching"]["rows"] > 0
-    from kofinsent.training.hf_trainer import load_records
+    from kofinsent.training.records import load_records
 
     _, val = split_validation(load_records(cue_data / "train.jsonl"), 24, kw["seed"])
     write_jsonl(tmp_path / "val.jsonl", val)

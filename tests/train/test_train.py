@@ -13,7 +13,11 @@ from typer.testing import CliRunner
 
 from kofinsent.cli import app
 from kofinsent.prompts import seed2shot
-from kofinsent.training.hf_trainer import PadCollator, TrainConfig, TrainError, encode_example, train
+from kofinsent.training.collators import PadCollator
+from kofinsent.training.errors import TrainError
+from kofinsent.training.hf_trainer import train
+from kofinsent.training.options import TrainConfig
+from kofinsent.training.records import encode_example
 
 from .conftest import cue_records, write_jsonl
 

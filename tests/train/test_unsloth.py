@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from kofinsent.cli import app
 from kofinsent.dataset.sharegpt import conversation, export_sharegpt
-from kofinsent.training.hf_trainer import TrainConfig, TrainError
+from kofinsent.training.errors import TrainError
+from kofinsent.training.options import TrainConfig
 from kofinsent.training.unsloth import (
     EOT,
     INSTRUCTION_PART,
