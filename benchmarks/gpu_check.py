@@ -27,7 +27,7 @@ train    ``kofinsent.training.hf_trainer.train`` (the ``kofinsent train`` engine
          ``TrainerCallback`` timestamps each step; the run stops at its time share). The note gives the micro-batch,
          the accumulation, the search's probes and the attention used.
 learn    the tiny 8-bit learning check: a tiny polyglot-ko-shaped GPT-NeoX, 8-bit + LoRA r 16 on the cue-word task
-         (as tests/train/test_train.py), base vs adapter log-likelihood accuracy on held-out titles.
+         (as tests/training/test_train.py), base vs adapter log-likelihood accuracy on held-out titles.
 unsloth  only where ``unsloth`` is importable: ``kofinsent train --engine unsloth`` (20 steps, --merge) on a random
          Llama-3-8B-shaped model with 2 layers, then ``kofinsent export gguf --quant f16``; else a printed reason.
 
@@ -45,7 +45,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -73,9 +72,6 @@ PYTHON = [sys.executable, *(["-S"] if sys.flags.no_site else [])]  # stages run 
 # seconds per stage on a GPU (the sum stays under --budget-s; time a stage leaves unused goes to the next ones)
 SHARES = {"build": 50, "eval": 130, "train": 170, "learn": 45, "unsloth": 55}
 DRY_SHARES = {"build": 15, "eval": 25, "train": 25, "learn": 20, "unsloth": 5}
-CUES = {"[상승]": "가즈아", "[하락]": "손절"}
-FILLER = ("삼성전자", "카카오", "외국인", "기관", "개미", "실적", "배당", "공시", "오늘", "내일", "주가", "반도체",
-          "금리", "환율", "시장", "장마감", "뉴스", "진짜", "ㅋㅋ", "매수", "매도", "차트", "거래량", "급등")
 TRAIN_EFFECTIVE = 256      # the effective batch of the training rows with batch_size="auto"
 DRY_TRAIN_EFFECTIVE = 16
 LLAMA3_8B = {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8,
@@ -100,19 +96,6 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def cue_records(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
-    """tests/train/conftest.py's cue task: a cue word among filler decides the label."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        label = ("[상승]", "[하락]")[i % 2]
-        words = rng.sample(FILLER, rng.randint(1, 4))
-        words.insert(rng.randint(0, len(words)), CUES[label])
-        out.append({"id": f"{prefix}{i}", "title": " ".join(words), "label": label})
-    rng.shuffle(out)
-    return out
 
 
 class Ctx:
@@ -202,8 +185,8 @@ def stage_build(ctx: Ctx) -> None:
     recs = [{"id": str(i), "title": t, "label": ("[상승]", "[하락]")[i % 2]} for i, t in enumerate(titles)]
     write_jsonl(ctx.work / "train.jsonl", recs[:n_train])
     write_jsonl(ctx.work / "test.jsonl", recs[n_train:])
-    write_jsonl(ctx.work / "cue_train.jsonl", cue_records(240, 1, "tr"))
-    write_jsonl(ctx.work / "cue_test.jsonl", cue_records(60, 2, "te"))
+    write_jsonl(ctx.work / "cue_train.jsonl", tiny.cue_records(240, 1, "tr"))  # the training tests' cue task
+    write_jsonl(ctx.work / "cue_test.jsonl", tiny.cue_records(60, 2, "te"))
     tiny.make_gpt_neox(ctx.work / "tiny_neox", tok, seed=0)
     (ctx.work / "build.json").write_text(json.dumps({
         "model": str(model_dir), "params": n_params, "shape": shape, "dtype": str(dtype)[6:],
@@ -433,7 +416,7 @@ def stage_learn(ctx: Ctx) -> None:
     quiet()
     base = str(ctx.work / "tiny_neox")
     test = read_jsonl(ctx.work / "cue_test.jsonl")
-    steps = 150  # as tests/train/test_train.py (~5 s on 2 CPU cores)
+    steps = 150  # as tests/training/test_train.py (~5 s on 2 CPU cores)
     ctx.reset_peak()
     metrics, _ = timed_train(ctx, "learn", ctx.share(0.8), model=base, data=str(ctx.work / "cue_train.jsonl"),
                              load_in_8bit=True, lora_r=16, lora_alpha=32, lr=3e-3, max_steps=steps, batch_size=8,

@@ -22,55 +22,24 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
 
-def one_pass(model: Any, batches: list[dict], device: str, autocast: Any) -> tuple[float, float]:
-    """(seconds, summed loss) of fwd + bwd + AdamW step over ``batches``."""
-    import torch
-
-    sys.path.insert(0, str(HERE))
-    import train_bench as tb
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=2e-4)
-    secs, total = 0.0, 0.0
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        tb.sync(device)
-        t0 = time.perf_counter()
-        with autocast():
-            loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        tb.sync(device)
-        secs += time.perf_counter() - t0
-        total += float(loss.detach())
-    return secs, total
-
-
 def main() -> None:
+    sys.path.insert(0, str(HERE))
+    import train_bench as tb  # benchmarks/train_bench.py: the examples, batches and timed training loop
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--examples", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=3, help="passes per policy (the best one counts)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--seed", type=int, default=0)
+    tb.add_int_options(ap, {
+        "--examples": 256, "--batch-size": 32, "--hidden": 256, "--layers": 4, "--heads": 4,
+        "--repeats": (3, "passes per policy (the best one counts)"),
+        "--threads": (1, "torch CPU threads (0: torch's default)"), "--seed": 0})
     args = ap.parse_args()
 
     import torch
-
-    sys.path.insert(0, str(HERE))
-    import train_bench as tb
 
     from kofinsent import tiny
     from kofinsent.training.collators import ROW_TOKENS, PackCollator, PadCollator
@@ -98,26 +67,9 @@ def main() -> None:
           f"LoRA r 8, {facts['attn_implementation_used']} attention, device {args.device}, torch threads "
           f"{torch.get_num_threads()}; {len(feats)} examples, {min(lengths)}..{max(lengths)} tokens "
           f"({real:,} real), micro-batch {args.batch_size}, length-grouped order, best of {args.repeats}")
-    init = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
-
-    def reset() -> None:
-        with torch.no_grad():
-            for k, v in model.named_parameters():
-                if k in init:
-                    v.copy_(init[k])
-
-    autocast = tb.autocast_for(args.device)
     prepared = {name: tb.make_batches(feats, order, args.batch_size, c) for name, c in policies.items()}
-    for batches in prepared.values():
-        reset()
-        one_pass(model, batches[:2], args.device, autocast)  # warm-up
-    best: dict[str, tuple[float, float]] = {}
-    for _ in range(args.repeats):  # interleaved: drift on a shared machine hits every policy alike
-        for name, batches in prepared.items():
-            reset()
-            secs, loss = one_pass(model, batches, args.device, autocast)
-            if name not in best or secs < best[name][0]:
-                best[name] = (secs, loss)
+    runs = tb.best_passes(model, prepared, args.device, tb.autocast_for(args.device), args.repeats)
+    best = {name: (run.seconds, sum(run.losses)) for name, run in runs.items()}
     base = real / best[next(iter(best))][0]
     print(f"  {'policy':<34} {'computed tok':>12} {'waste %':>7} {'seconds':>8} {'real tok/s':>10} "
           f"{'samples/s':>9} {'vs padded':>9} {'sum of losses':>13}")

@@ -259,7 +259,7 @@ def export(
 
     Reads the db read-only (a read-only file or folder is fine) and never writes over it."""
     with _errors():
-        from crawler.export import export_posts
+        from crawler.posts_jsonl import export_posts
 
         if out.exists() and db.exists() and os.path.samefile(out, db):
             raise UsageError(f"--out {out} is the --db file itself; write the JSON Lines to another path "

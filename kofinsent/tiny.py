@@ -57,6 +57,28 @@ def forum_titles(n: int, seed: int) -> list[str]:
     return out
 
 
+CUES = {"[상승]": "가즈아", "[하락]": "손절"}
+_CUE_FILLER = ("삼성전자", "카카오", "외국인", "기관", "개미", "실적", "배당", "공시", "오늘", "내일", "주가", "반도체",
+               "금리", "환율", "시장", "장마감", "뉴스", "진짜", "ㅋㅋ", "매수", "매도", "차트", "거래량", "급등")
+
+
+def cue_records(n: int, seed: int, prefix: str) -> list[dict[str, str]]:
+    """``n`` records {id, title, label} of a task a tiny model can learn in seconds: the cue word of :data:`CUES`
+    placed among 1-4 random filler words decides the label; labels alternate, then the records are shuffled.
+
+    The same ``seed`` gives the same records: the training tests' expected numbers depend on them.
+    """
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = LABELS[i % 2]
+        words = rng.sample(_CUE_FILLER, rng.randint(1, 4))
+        words.insert(rng.randint(0, len(words)), CUES[label])
+        out.append({"id": f"{prefix}{i}", "title": " ".join(words), "label": label})
+    rng.shuffle(out)
+    return out
+
+
 def korean_corpus(n: int, seed: int) -> list[str]:
     """Forum-style Korean lines plus the seed prompt, its labels and some prompts built from the lines.
 
@@ -162,5 +184,5 @@ def _save(cls: type, config: object, seed: int, out_dir: str | Path, tokenizer: 
     return out
 
 
-__all__ = ["EOT", "LLAMA3_CHAT_TEMPLATE", "forum_titles", "korean_corpus", "llama3_tokenizer", "make_gpt_neox",
-           "make_llama", "train_tokenizer"]
+__all__ = ["CUES", "EOT", "LLAMA3_CHAT_TEMPLATE", "cue_records", "forum_titles", "korean_corpus", "llama3_tokenizer",
+           "make_gpt_neox", "make_llama", "train_tokenizer"]

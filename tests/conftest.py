@@ -39,3 +39,11 @@ def tiny_llama_dir(tiny_tokenizer, tmp_path_factory: pytest.TempPathFactory) -> 
     from kofinsent import tiny
 
     return tiny.make_llama(tmp_path_factory.mktemp("tiny-llama"), tiny_tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_f32(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_llama_dir`` written as an f32 GGUF with ``kofinsent.export.gguf_writer`` (once per session)."""
+    from tests.export.gguf_helpers import tiny_gguf_path
+
+    return tiny_gguf_path(tiny_llama_dir, tmp_path_factory, "f32")

@@ -7,17 +7,17 @@ from __future__ import annotations
 import math
 import random
 import socket
-import socketserver
 import struct
 import threading
 import time as _time
 from bisect import bisect_left
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, NamedTuple, Self
 from urllib.parse import parse_qsl, urlsplit
 
+from crawler.loopback import LoopbackHTTPServer, LoopbackServer
 from crawler.records import Post, PriceBar
 from crawler.replay.faults import FaultPlan, fault_response, shown_posts, spa_redirect
 from crawler.replay.forum import PHRASES, SyntheticForum
@@ -67,21 +67,14 @@ class LoggedRequest(_RequestTuple):
         return self
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _HTTPServer(LoopbackHTTPServer):
     allow_reuse_address = True
+    owner: ReplayServer
 
     def __init__(self, addr: tuple[str, int], replay: ReplayServer) -> None:
-        self.replay = replay
         self.open_sockets: set[socket.socket] = set()
         self.sockets_lock = threading.Lock()
-        super().__init__(addr, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls getfqdn(), a reverse DNS lookup that can take seconds in a sandbox.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
+        super().__init__(addr, _Handler, replay)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
@@ -97,22 +90,32 @@ class _HTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that time out or hang up are expected here
 
+    def server_close(self) -> None:
+        super().server_close()
+        with self.sockets_lock:
+            socks = list(self.open_sockets)
+        for s in socks:  # idle keep-alive connections: end them so their threads exit
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
 
     def do_GET(self) -> None:
-        self.server.replay._handle(self, "GET")
+        self.server.owner._handle(self, "GET")
 
     def do_HEAD(self) -> None:
-        self.server.replay._handle(self, "HEAD")
+        self.server.owner._handle(self, "HEAD")
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-class ReplayServer:
+class ReplayServer(LoopbackServer):
     """Serves a :class:`SyntheticForum` on ``127.0.0.1`` (port 0 = any free port) from a daemon thread.
 
     ``charset``: the board pages' encoding, ``"euc-kr"`` (cp949 bytes; the charset only in ``<meta>``, the header
@@ -124,6 +127,8 @@ class ReplayServer:
     New posts live in the server (copy-on-write), never in the shared forum object.
     """
 
+    thread_name = "replay"
+
     def __init__(self, forum: SyntheticForum, *, charset: str = "euc-kr", faults: FaultPlan | None = None,
                  board_redirects_to_spa: bool = False, live_posts_per_request: int = 0,
                  block_non_browser_ua: bool = False, port: int = 0, host: str = "127.0.0.1") -> None:
@@ -134,13 +139,13 @@ class ReplayServer:
             cs = "utf-8"
         else:
             raise ValueError(f"charset must be 'euc-kr' or 'utf-8', got {charset!r}")
+        super().__init__(port=port, host=host)
         self.forum = forum
         self.charset = cs
         self.faults = faults
         self.board_redirects_to_spa = board_redirects_to_spa
         self.live_posts_per_request = live_posts_per_request
         self.block_non_browser_ua = block_non_browser_ua
-        self.host, self.port = host, port
         self.requests: list[LoggedRequest] = []
         self.hidden: set[int] = set()  # post ids a ``short`` fault hid: the board no longer shows them
         self._log_lock = threading.Lock()
@@ -151,47 +156,16 @@ class ReplayServer:
         self._live_rng = random.Random(f"{forum.seed}:live")
         self._last_nid = forum.last_nid
         self._now = forum.now
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
-    def start(self) -> Self:
-        if self._httpd is not None:
-            return self
-        self._httpd = _HTTPServer((self.host, self.port), self)
-        self.port = self._httpd.server_port
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"replay-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        with httpd.sockets_lock:
-            socks = list(httpd.open_sockets)
-        for s in socks:  # idle keep-alive connections: end them so their threads exit
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def make_server(self) -> _HTTPServer:
+        return _HTTPServer((self.host, self.port), self)
 
     @property
     def url(self) -> str:
-        if self._httpd is None:
+        if not self.running:
             raise RuntimeError("the replay server is not running; call start()")
-        return f"http://{self.host}:{self.port}"
+        return self.origin
 
     # -- request log ----------------------------------------------------------------------------------------------
     def count(self, path_substring: str = "") -> int:

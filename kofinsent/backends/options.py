@@ -18,6 +18,21 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def int_problem(flag: str, value: object, minimum: int, alternative: str = "") -> str | None:
+    """The message for a generation option that must be an integer >= ``minimum`` (a TOML ``true`` is not 1), or
+    None when ``value`` is one; ``alternative``: another accepted value, named in the message (" or auto")."""
+    if _is_int(value) and value >= minimum:  # type: ignore[operator]
+        return None
+    return f"{flag} must be an integer >= {minimum}{alternative}, got {value!r}"
+
+
+def temperature_problem(value: float | None) -> str | None:
+    """The sampling temperature every backend takes: 0 (greedy) to 2, as OpenAI's API; None: the default."""
+    if value is None or 0.0 <= value <= 2.0:
+        return None
+    return f"--temperature must be within [0, 2], got {value}"
+
+
 def check_llamacpp_options(n_gpu_layers: int | None, n_ctx: int | None) -> None:
     """``--n-gpu-layers``: -1 (all), 0 (CPU) or a layer count; ``--n-ctx``: tokens, >= 1; None: the backend's
     default."""

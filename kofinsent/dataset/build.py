@@ -19,7 +19,7 @@ from kofinsent import __version__
 from kofinsent.dataset import clean
 from kofinsent.dataset import datasheet as ds
 from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError, MissingPricesError
-from kofinsent.dataset.export import records_frame, staged_dir, write_jsonl, write_parquet, write_returns
+from kofinsent.dataset.files import records_frame, staged_dir, write_jsonl, write_parquet, write_returns
 from kofinsent.dataset.labels import REASONS, RULES, PriceCalendar, coverage_gaps, label_posts
 from kofinsent.dataset.sampling import SAMPLE_STREAM, SPLIT_STREAM, sample_per_label, sort_posts
 from kofinsent.dataset.source import read_db

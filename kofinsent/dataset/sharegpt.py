@@ -33,7 +33,7 @@ import json
 from pathlib import Path
 
 from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError
-from kofinsent.dataset.export import atomic_write_text
+from kofinsent.dataset.files import atomic_write_text
 from kofinsent.labels import DOWN, UP
 from kofinsent.paths import refuse_output_over_input
 from kofinsent.prompts.direction import INSTRUCTION

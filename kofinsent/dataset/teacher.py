@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from kofinsent.backends import REGISTRY, Backend, GenOptions, get_backend
-from kofinsent.backends.options import BackendOptionError, backend_kwargs
+from kofinsent.backends.options import BackendOptionError, backend_kwargs, int_problem, temperature_problem
 from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError
-from kofinsent.dataset.export import atomic_write_text
+from kofinsent.dataset.files import atomic_write_text
 from kofinsent.dataset.sharegpt import chat_line
 from kofinsent.dataset.teacher_standin import STANDIN_MODEL
 from kofinsent.paths import refuse_output_over_input, remove_file
@@ -123,14 +123,12 @@ class TeacherConfig:
             raise TeacherError(f"--format must be schema or free, got {self.format!r}")
         if self.backend == "hf" and self.format == "schema":
             raise TeacherError("--backend hf cannot constrain decoding to the reply's JSON schema: pass --format free")
-        for flag, value in (("--max-attempts", self.max_attempts), ("--max-new-tokens", self.max_new_tokens)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TeacherError(f"{flag} must be an integer >= 1, got {value!r}")
-        if self.concurrency is not None and (isinstance(self.concurrency, bool) or
-                                             not isinstance(self.concurrency, int) or self.concurrency < 1):
-            raise TeacherError(f"--concurrency must be an integer >= 1, got {self.concurrency!r}")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise TeacherError(f"--temperature must be within [0, 2], got {self.temperature}")
+        problems = [int_problem("--max-attempts", self.max_attempts, 1),
+                    int_problem("--max-new-tokens", self.max_new_tokens, 1),
+                    None if self.concurrency is None else int_problem("--concurrency", self.concurrency, 1),
+                    temperature_problem(self.temperature)]
+        if problem := next((p for p in problems if p), None):
+            raise TeacherError(problem)
         self.backend_kwargs()
         if check_files and not Path(self.data).is_file():
             raise TeacherError(f"--data {self.data}: no such file; pass a train.jsonl written by `kofinsent dataset "

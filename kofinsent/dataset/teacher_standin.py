@@ -24,8 +24,10 @@ import hashlib
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from crawler.loopback import LoopbackServer
 
 STANDIN_MODEL = "kofinsent-synthetic-teacher"
 OWNER = "kofinsent-synthetic-standin"
@@ -118,12 +120,14 @@ class _Handler(BaseHTTPRequestHandler):
                               "total_tokens": prompt + completion}})
 
 
-class TeacherStandin:
+class TeacherStandin(LoopbackServer):
     """Serves the stand-in on ``127.0.0.1`` (port 0: any free port) from a daemon thread; a context manager."""
 
+    handler = _Handler
+    thread_name = "teacher-standin"
+
     def __init__(self, port: int = 0) -> None:
-        self._port = port
-        self._server: ThreadingHTTPServer | None = None
+        super().__init__(port=port)
         self._lock = threading.Lock()
         self.replies = 0     # chat completions answered
         self.keyed = 0       # of which carried an Authorization header (the experiment step sends none)
@@ -133,31 +137,10 @@ class TeacherStandin:
             self.replies += 1
             self.keyed += keyed
 
-    def start(self) -> Self:
-        server = ThreadingHTTPServer(("127.0.0.1", self._port), _Handler)
-        server.daemon_threads = True
-        server.owner = self  # type: ignore[attr-defined]
-        self._server = server
-        self._port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
     @property
     def url(self) -> str:
         """The API base, as ``--host`` takes it."""
-        return f"http://127.0.0.1:{self._port}/v1"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self.origin + "/v1"
 
 
 __all__ = ["DOWN_WORDS", "OWNER", "STANDIN_MODEL", "UP_WORDS", "TeacherStandin", "standin_reply", "title_of"]

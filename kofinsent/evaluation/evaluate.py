@@ -104,6 +104,17 @@ def _batches(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
         yield seq[i:i + n]
 
 
+def _generations(backend: Backend, items: Sequence[dict[str, Any]], batch_size: int, prompt: Callable[[Any], Any],
+                 options: GenOptions) -> Iterator[tuple[Sequence[Any], list[Any], list[Any], float]]:
+    """(items, their prompts, the backend's generations, seconds inside ``generate``) a batch at a time: the
+    seconds exclude building prompts and records, so s/sample is the model's time."""
+    for part in _batches(items, batch_size):
+        prompts = [prompt(it) for it in part]
+        t0 = time.perf_counter()
+        gens = backend.generate(prompts, options)
+        yield part, prompts, gens, time.perf_counter() - t0
+
+
 def reply_text(text: object) -> str:
     """A backend's reply as str, whatever came: bytes that are not UTF-8 keep each bad byte as a lone surrogate
     (surrogateescape), which the record shows as a "\\udcXX" escape and the strict JSON check rejects."""
@@ -172,11 +183,9 @@ def run_generate(backend: Backend, prompt: DirectionPrompt, items: Sequence[dict
                  emit: Emit = _drop) -> tuple[list[dict[str, Any]], float]:
     records: list[dict[str, Any]] = []
     seconds = 0.0
-    for part in _batches(items, batch_size):
-        contexts = [prompt.context(it["title"]) for it in part]
-        t0 = time.perf_counter()
-        gens = backend.generate(contexts, options)
-        seconds += time.perf_counter() - t0
+    for part, contexts, gens, spent in _generations(backend, items, batch_size, lambda it: prompt.context(it["title"]),
+                                                    options):
+        seconds += spent
         batch = []
         for it, ctx, g in zip(part, contexts, gens):
             text = reply_text(g.text)
@@ -202,11 +211,9 @@ def run_sentiment(backend: Backend, items: Sequence[dict[str, Any]], options: Ge
         # A different, recorded seed per iteration: the seed 000 study measured variation across repeated runs.
         opts = GenOptions(**{**asdict(options), "seed": options.seed + it_no})
         todo = [it for it in items if (it_no, it["id"]) not in done]
-        for part in _batches(todo, batch_size):
-            chats = [sentiment_chat(it["title"], record_name(it)) for it in part]
-            t0 = time.perf_counter()
-            gens = backend.generate(chats, opts)
-            seconds += time.perf_counter() - t0
+        for part, chats, gens, spent in _generations(
+                backend, todo, batch_size, lambda it: sentiment_chat(it["title"], record_name(it)), opts):
+            seconds += spent
             batch = []
             for it, chat, g in zip(part, chats, gens):
                 text = reply_text(g.text)

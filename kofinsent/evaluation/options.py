@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kofinsent.backends.options import int_problem, temperature_problem
+
 METHODS = ("loglikelihood", "generate", "sentiment")
 PROMPTS = ("seed2shot", "kshot", "sentiment-json")
 
@@ -73,22 +75,22 @@ class EvalConfig:
             raise EvalConfigError("--prompt kshot draws its examples from --train DIR/train.jsonl; none given")
         if self.prompt == "kshot" and not self.fewshot_seeds:
             raise EvalConfigError("--fewshot-seeds is empty")
-        if self.batch_size is not None and self.batch_size != "auto" and (
-                isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise EvalConfigError(f"--batch-size must be an integer >= 1 or auto, got {self.batch_size!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            # it seeds the requests and the bootstrap of the intervals (numpy takes no negative seed)
-            raise EvalConfigError(f"--seed must be an integer >= 0, got {self.seed!r}")
+        # the seed seeds the requests and the bootstrap of the intervals (numpy takes no negative seed)
+        problems = [None if self.batch_size in (None, "auto") else
+                    int_problem("--batch-size", self.batch_size, 1, " or auto"),
+                    int_problem("--seed", self.seed, 0)]
+        if problem := next((p for p in problems if p), None):
+            raise EvalConfigError(problem)
         if self.shots < 0 or self.iterations < 1:
             raise EvalConfigError(f"need --shots >= 0, --iterations >= 1; got {self.shots}, {self.iterations}")
-        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
-            raise EvalConfigError(f"--concurrency must be an integer >= 1, got {self.concurrency!r}")
+        if problem := int_problem("--concurrency", self.concurrency, 1):
+            raise EvalConfigError(problem)
         if self.resume and self.overwrite:
             raise EvalConfigError("--resume continues the run in --out and --overwrite replaces it: pass one")
         if self.format not in ("schema", "free"):
             raise EvalConfigError(f"--format must be schema or free, got {self.format!r}")
-        if self.temperature is not None and not 0.0 <= self.temperature <= 2.0:
-            raise EvalConfigError(f"--temperature must be within [0, 2], got {self.temperature}")
+        if problem := temperature_problem(self.temperature):
+            raise EvalConfigError(problem)
         self.backend_kwargs()  # an option the backend does not take (--n-ctx on ollama, ...)
         if check_files and not Path(self.data).is_file():
             raise EvalConfigError(f"--data {self.data} is not a file")

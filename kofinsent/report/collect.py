@@ -19,7 +19,7 @@ from kofinsent.labels import BASELINES
 from kofinsent.report.cite import Source
 from kofinsent.runs import RUN_MARKERS, read_jsonl, sha256_file
 
-RETURNS = "returns.jsonl"  # the dataset's price calendar (kofinsent.dataset.export.write_returns)
+RETURNS = "returns.jsonl"  # the dataset's price calendar (kofinsent.dataset.files.write_returns)
 TEACHER_SHEET = "teacher/datasheet.json"  # the teacher step's counts (kofinsent.dataset.teacher.datasheet)
 # Prediction fields the report uses; the rest (prompts, chats, raw replies) is dropped on reading to save memory.
 KEEP = ("id", "title", "gold", "pred", "valid", "loglik", "prob_up", "sentiment", "confidence", "fewshot_seed",

@@ -13,7 +13,7 @@ from crawler.errors import StoreError
 from crawler.records import Post
 from kofinsent.dataset.build import build_dataset
 from kofinsent.dataset.errors import DatasetConfigError, EmptyDatasetError, MissingPricesError, TooFewPostsError
-from kofinsent.dataset.export import COLUMNS
+from kofinsent.dataset.files import COLUMNS
 from kofinsent.runs import read_jsonl, sha256_file
 
 FILES = ["train.jsonl", "test.jsonl", "train.parquet", "test.parquet", "returns.jsonl", "datasheet.json",

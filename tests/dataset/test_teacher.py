@@ -14,8 +14,8 @@ from kofinsent.cli import app
 from kofinsent.dataset.teacher import OWN_FILES, TeacherConfig, TeacherError, run_teacher
 from kofinsent.prompts.sentiment import SYSTEM_PROMPT, check_strict, json_schema, sentiment_chat, user_message
 
-from ..eval.ollama_standin import OllamaStandin
-from ..eval.openai_standin import OpenAIStandin, Scripted, usage
+from ..standins.ollama_standin import OllamaStandin
+from ..standins.openai_standin import OpenAIStandin, Scripted, usage
 
 MODEL = "llama3-70b-instruct"
 NAMES = {"005930": "삼성전자", "000660": "SK하이닉스"}
@@ -344,7 +344,7 @@ def test_hf_teacher_needs_free_format_and_a_chat_template(data: Path, tmp_path: 
 
 
 def test_an_unreachable_teacher_leaves_no_file(data: Path, tmp_path: Path) -> None:
-    from ..eval.ollama_standin import closed_port_url
+    from ..standins.ollama_standin import closed_port_url
 
     r = teacher(closed_port_url() + "/v1", data, tmp_path / "out")
     assert r.exit_code == 2 and r.stderr.startswith("error: openai: cannot reach the server")

@@ -12,7 +12,7 @@ import pytest
 
 from kofinsent.experiment.config import ConfigError, apply_overrides, validate
 
-from ..train.conftest import cue_records, write_jsonl
+from ..training.conftest import cue_records, write_jsonl
 
 MINIMAL = {
     "experiment": {"name": "t"},

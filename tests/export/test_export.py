@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from kofinsent.cli import app
 
-from ..eval.ollama_standin import OllamaStandin, closed_port_url
+from ..standins.ollama_standin import OllamaStandin, closed_port_url
 
 TEXTS = ("삼성전자 실적 발표 후 주가 상승 기대", "<|start_header_id|>user<|end_header_id|>\n\n카카오 언제 오르나요?<|eot_id|>")
 runner = CliRunner()

@@ -20,17 +20,13 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from .loopback import LoopbackServer
+from .loopback import VALID_REPLY, ScriptedStandin, StandinHandler
 
-VALID_REPLY = '{"reasoning": "Strong earnings lift the stock.", "sentiment": 0.5, "confidence": 0.8}'
 CREATED = 1_763_892_000
 
 
@@ -78,22 +74,22 @@ def prompt_logprobs(text: str) -> tuple[list[str], list[int], list[float | None]
     return tokens, offsets, lps
 
 
-class OpenAIStandin(LoopbackServer):
+class OpenAIStandin(ScriptedStandin[Scripted]):
     """``with OpenAIStandin(["my-model"], replies=[...]) as server: OpenAIBackend("my-model", host=server.url)``"""
+
+    scripted = Scripted
+    requests: list[Recorded]
 
     def __init__(self, models: Iterable[str] = ("llama3-8b-instruct",), replies: Iterable[str | Scripted] = (),
                  reply_fn: Callable[[dict[str, Any]], str | Scripted] | None = None, api_key: str | None = None,
                  logprobs: bool = True, processing_ms: int | None = None) -> None:
+        super().__init__(replies, reply_fn)
         self.models = list(models)
-        self.replies: deque[str | Scripted] = deque(replies)
-        self.reply_fn = reply_fn
         self.api_key = api_key
         self.logprobs = logprobs
         self.processing_ms = processing_ms
-        self.requests: list[Recorded] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -101,32 +97,17 @@ class OpenAIStandin(LoopbackServer):
         return self.origin + "/v1"
 
     # -- scripting and inspection -------------------------------------------------------------------------------------
-    def queue(self, *replies: str | Scripted) -> None:
-        self.replies.extend(replies)
-
     def bodies(self, path: str = "/v1/chat/completions") -> list[dict[str, Any]]:
         return [r.body for r in self.requests if r.path == path]
 
-    def _next_reply(self, body: dict[str, Any]) -> Scripted:
-        with self._lock:
-            reply = self.replies.popleft() if self.replies else None
-        if reply is None:
-            reply = self.reply_fn(body) if self.reply_fn else VALID_REPLY
-        return reply if isinstance(reply, Scripted) else Scripted(reply)
 
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StandinHandler):
     standin: OpenAIStandin
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
 
     def _record(self) -> Any:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = json.loads(raw) if raw else None
-        with self.standin._lock:
+        with self.standin.lock:
             self.standin.requests.append(Recorded(self.command, self.path, dict(self.headers.items()), body))
         return body
 
@@ -176,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
         model = body.get("model")
         if model not in s.models:
             return self._error(404, f"The model `{model}` does not exist.")
-        with s._lock:
+        with s.lock:
             s.in_flight += 1
             s.max_in_flight = max(s.max_in_flight, s.in_flight)
         try:
@@ -184,12 +165,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._echo(body)
             self._complete(body, chat=self.path == "/v1/chat/completions")
         finally:
-            with s._lock:
+            with s.lock:
                 s.in_flight -= 1
 
     def _complete(self, body: dict[str, Any], chat: bool) -> None:
         s = self.standin
-        reply = s._next_reply(body)
+        reply = s.next_reply(body)
         if reply.delay:
             time.sleep(reply.delay)
         if reply.raw is not None:

@@ -15,7 +15,7 @@ from kofinsent.cli import app
 from kofinsent.evaluation.evaluate import EvalConfig, EvalConfigError, evaluate, progress_total
 from kofinsent.runs import RunDirError, read_json, read_jsonl
 
-from .ollama_standin import VALID_REPLY, OllamaStandin, Scripted
+from ..standins.ollama_standin import VALID_REPLY, OllamaStandin, Scripted
 
 TIMING = ("items_per_s", "scoring_s", "wall_s", "n_resumed")
 

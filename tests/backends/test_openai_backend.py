@@ -16,8 +16,8 @@ from kofinsent.evaluation.evaluate import EvalConfig, EvalConfigError, make_back
 from kofinsent.prompts import CONTINUATIONS, seed2shot
 from kofinsent.prompts.sentiment import SYSTEM_PROMPT, json_schema, sentiment_chat
 
-from .ollama_standin import closed_port_url
-from .openai_standin import VALID_REPLY, OpenAIStandin, Scripted, prompt_logprobs, usage
+from ..standins.ollama_standin import closed_port_url
+from ..standins.openai_standin import VALID_REPLY, OpenAIStandin, Scripted, prompt_logprobs, usage
 
 MODEL = "llama3-8b-instruct"
 KEY = "sk-test-Zq8vN3kR7pW2xY5tL9mB4cD6fG1hJ0aS"  # a made-up key: it must appear in no file and no output

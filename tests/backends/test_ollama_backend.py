@@ -11,7 +11,7 @@ import pytest
 from kofinsent.backends import BackendError, GenOptions, MissingExtraError, get_backend
 from kofinsent.prompts.sentiment import SYSTEM_PROMPT, json_schema, parse_strict, sentiment_chat
 
-from .ollama_standin import VALID_REPLY, Model, OllamaStandin, Scripted, closed_port_url, timings
+from ..standins.ollama_standin import VALID_REPLY, Model, OllamaStandin, Scripted, closed_port_url, timings
 
 # What the evaluator's sentiment mode passes (seed 000's temperature and token budget, the run's seed).
 SENTIMENT = GenOptions(max_new_tokens=1024, temperature=0.2, seed=0, json_schema=json_schema())

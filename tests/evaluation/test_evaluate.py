@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from kofinsent.cli import app
 from kofinsent.prompts import CONTINUATIONS, seed2shot
 
-from .ollama_standin import OllamaStandin
+from ..standins.ollama_standin import OllamaStandin
 
 runner = CliRunner()
 WORDS = ["실적", "외인", "매수", "공시", "배당", "반도체", "수급", "세력", "손절", "가즈아", "존버", "물타기"]

@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from .loopback import LoopbackServer
+from .loopback import VALID_REPLY, ScriptedStandin, StandinHandler
 
-VALID_REPLY = '{"reasoning": "Strong earnings lift the stock.", "sentiment": 0.5, "confidence": 0.8}'
 CREATED_AT = "2026-11-23T10:00:00.000000Z"
 
 
@@ -77,56 +73,37 @@ def timings(prompt_chars: int, reply: str, loaded: bool) -> dict[str, int]:
             "eval_count": eval_count, "eval_duration": eval_duration}
 
 
-class OllamaStandin(LoopbackServer):
+class OllamaStandin(ScriptedStandin[Scripted]):
     """``with OllamaStandin(["llama3:latest"], replies=[...]) as server: Client(server.url)...``"""
+
+    scripted = Scripted
+    requests: list[Recorded]
 
     def __init__(self, models: Iterable[str | Model] = ("llama3:latest",), replies: Iterable[str | Scripted] = (),
                  reply_fn: Callable[[dict[str, Any]], str | Scripted] | None = None, chunk_chars: int = 7,
                  version: str = "0.12.6") -> None:
+        super().__init__(replies, reply_fn)
         self.models: dict[str, Model] = {}
         for m in models:
             model = m if isinstance(m, Model) else Model(m)
             self.models[model.name] = model
-        self.replies: deque[str | Scripted] = deque(replies)
-        self.reply_fn = reply_fn
         self.chunk_chars = chunk_chars
         self.version = version
-        self.requests: list[Recorded] = []
         self.blobs: dict[str, bytes] = {}
         self.loaded: set[str] = set()
-        self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return self.origin
 
     # -- scripting and inspection -------------------------------------------------------------------------------------
-    def queue(self, *replies: str | Scripted) -> None:
-        self.replies.extend(replies)
-
     def bodies(self, path: str = "/api/chat", include_preload: bool = False) -> list[dict[str, Any]]:
         """JSON bodies sent to ``path``, in order (chat preloads left out unless asked)."""
         return [r.body for r in self.requests if r.path == path
                 and (include_preload or path != "/api/chat" or r.body.get("messages"))]
 
-    def _next_reply(self, body: dict[str, Any]) -> Scripted:
-        with self._lock:
-            reply = self.replies.popleft() if self.replies else None
-        if reply is None:
-            reply = self.reply_fn(body) if self.reply_fn else VALID_REPLY
-        return reply if isinstance(reply, Scripted) else Scripted(reply)
-
     def _find(self, name: str) -> Model | None:
         return self.models.get(name) or (self.models.get(f"{name}:latest") if ":" not in name else None)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StandinHandler):
     standin: OllamaStandin
-    protocol_version = "HTTP/1.1"  # keep-alive and chunked streaming, as the real server
-    disable_nagle_algorithm = True  # else headers and body in two writes wait ~40 ms for a delayed ACK
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-        return None
 
     # -- plumbing ----------------------------------------------------------------------------------------------------
     def _read_body(self) -> bytes:
@@ -265,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
         if (chat and not body.get("messages")) or (not chat and not body.get("prompt")):  # a preload
             s.loaded.add(name)
             return self._send_json({**head, key: payload(""), "done_reason": "load", "done": True})
-        reply = s._next_reply(body)
+        reply = s.next_reply(body)
         if reply.status >= 400:
             return self._send_json({"error": reply.error or "scripted failure"}, reply.status)
         prompt_chars = (sum(len(m.get("content", "")) for m in body["messages"]) if chat
