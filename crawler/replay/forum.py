@@ -18,12 +18,12 @@ Synthetic data model (:meth:`SyntheticForum.generate`)
   title, the API sends ``isCleanbotPassed: false`` with an empty title and content, the board shows
   ``span.cleanbot_list_blind``); ``news_rate`` of posts are ``postType: "itemNews"`` (``forum.news``), which the API
   lists and the legacy board does not.
-* **Prices**: a seeded random walk with integer KRW prices on KRX tick sizes, on Mon–Fri minus :data:`~crawler.replay.krx.KRX_HOLIDAYS`
-  (an *approximate* list of KRX closures 2017–2026: new year, 설날, 추석, Christmas, the fixed national holidays,
-  Labour Day, the year-end closing day and the substitute/temporary/election holidays known to the author), from
-  ``start - 30 days`` to ``end + 10 days``. About 3 % of sessions close exactly flat. Each stock has ONE halt day in
-  ``[start, end]`` rendered as volume 0 with O=H=L=C=previous close (§3.2); :meth:`SyntheticForum.trading_days`
-  excludes it, :meth:`SyntheticForum.market_days` does not.
+* **Prices**: a seeded random walk with integer KRW prices on KRX tick sizes, on Mon–Fri minus
+  :data:`~crawler.replay.krx.KRX_HOLIDAYS` (an *approximate* list of KRX closures 2017–2026: new year, 설날, 추석,
+  Christmas, the fixed national holidays, Labour Day, the year-end closing day and the substitute/temporary/election
+  holidays known to the author), from ``start - 30 days`` to ``end + 10 days``. About 3 % of sessions close exactly
+  flat. Each stock has ONE halt day in ``[start, end]`` rendered as volume 0 with O=H=L=C=previous close (§3.2);
+  :meth:`SyntheticForum.trading_days` excludes it, :meth:`SyntheticForum.market_days` does not.
 * **Ranking**: our stocks plus filler rows (a preferred share ``…우`` with a code ending in 5, ``KODEX 200``, an ETN,
   a ``…스팩1호`` and a ``…리츠``), 62 rows, so two pages of 50.
 
@@ -156,7 +156,8 @@ class SyntheticForum:
         if any(r < 0 for r in rates.values()):
             raise ValueError(f"posts_per_day must be >= 0, got {posts_per_day}")
 
-        market_days = [d for d in calendar_days(start - timedelta(days=30), end + timedelta(days=10)) if is_market_day(d)]
+        span = calendar_days(start - timedelta(days=30), end + timedelta(days=10))
+        market_days = [d for d in span if is_market_day(d)]
         prices: dict[str, list[PriceBar]] = {}
         foreign: dict[str, list[float]] = {}
         halts: dict[str, date] = {}

@@ -231,8 +231,8 @@ class PrefixCachedScoring:
         tokens, not the other continuations) and position ids that restart after the suffix for every
         continuation. So the title runs once for both answers, and the LM head is applied only at the last suffix
         position (it predicts every continuation's first token) and at the continuation positions. ``batch_size``
-        counts rows (contexts); "auto" counts their tokens. Requests that would be truncated, have an empty context or continuation, or (with
-        ``verify_tokens``) whose tokens differ from lm-eval's go to the plain path.
+        counts rows (contexts); "auto" counts their tokens. Requests that would be truncated, have an empty context
+        or continuation, or (with ``verify_tokens``) whose tokens differ from lm-eval's go to the plain path.
         """
         if self.cache_blocker:
             return {}

@@ -11,8 +11,8 @@ what the fine-tune is trained on (``dataset teacher`` writes it as ShareGPT). Th
 chat: seed 000 trained on system prompt + item but measured base and fine-tune with the five-shot chat, so keeping the
 seed's measurement (the base model with its examples) and training on exactly what is measured means training with
 them. They cost ~3,400 characters (~1,000 Llama-3 tokens) per example instead of ~1,800 for system prompt + item; the
-loss covers the final reply only (:func:`kofinsent.training.unsloth.final_reply_only`), so the examples' replies are read,
-never learned. The item message names the stock when the record has a ``name`` (:func:`record_name`,
+loss covers the final reply only (:func:`kofinsent.training.unsloth.final_reply_only`), so the examples' replies are
+read, never learned. The item message names the stock when the record has a ``name`` (:func:`record_name`,
 :func:`user_message`), as the seed asked about "the potential short-term stock value of {company_name}".
 """
 from __future__ import annotations

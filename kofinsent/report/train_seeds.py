@@ -9,9 +9,10 @@ is left out) differ only by training seed: within one experiment run, or across 
 
 For each such group of two or more seeds the table shows every seed's n and accuracy with its 95% interval, cited from
 that run's metrics.json exactly as the main table cites them, and a last row with the mean ± sd over training seeds
-(:func:`kofinsent.evaluation.metrics.seed_summary`, sd with ddof 1). Those two numbers come from several files, so their source
-(:class:`SeedsSrc`) names the statistic (``derive``: ``"mean"`` or ``"sd"``) and lists every input it was computed
-from (``inputs``: run, file and key of each seed's accuracy); ``run`` / ``file`` / ``key`` are the first input's.
+(:func:`kofinsent.evaluation.metrics.seed_summary`, sd with ddof 1). Those two numbers come from several files, so
+their source (:class:`SeedsSrc`) names the statistic (``derive``: ``"mean"`` or ``"sd"``) and lists every input it
+was computed from (``inputs``: run, file and key of each seed's accuracy); ``run`` / ``file`` / ``key`` are the first
+input's.
 """
 from __future__ import annotations
 
@@ -86,8 +87,8 @@ def seed_groups(steps: list[Step]) -> list[tuple[str, dict[int, Step]]]:
 
 
 def seed_stat(nums: list[Num], stat: str, fmt: str) -> Num | None:
-    """``stat`` ("mean" or "sd", ddof 1) over ``nums`` through :func:`kofinsent.evaluation.metrics.seed_summary`, as a Num whose
-    source lists every input."""
+    """``stat`` ("mean" or "sd", ddof 1) over ``nums`` through :func:`kofinsent.evaluation.metrics.seed_summary`, as a
+    Num whose source lists every input."""
     value = seed_summary([n.value for n in nums])[stat]
     if value is None or not nums:
         return None
