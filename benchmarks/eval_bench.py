@@ -41,6 +41,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from model_shapes import bench_tokenizer  # benchmarks/model_shapes.py
 
     from kofinsent import tiny
     from kofinsent.backends import GenOptions
@@ -50,7 +51,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="eval_bench_"))
-    tok = tiny.train_tokenizer(tiny.korean_corpus(4000, 0), vocab_size=1000)
+    tok = bench_tokenizer()
     model_dir = tiny.make_gpt_neox(tmp / "neox", tok, seed=0, hidden=128, layers=4, heads=4)
     titles = tiny.forum_titles(args.items, seed=123)
     prompt = seed2shot()

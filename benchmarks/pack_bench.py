@@ -5,7 +5,7 @@
 
 One LoRA model built as ``kofinsent train`` builds it (``kofinsent.training.loading.load_model``, SDPA attention) trains on the
 same seed2shot examples (synthetic forum titles, full loss) in the order the HF Trainer's length-grouped sampler gives,
-one pass per policy, from the same LoRA weights and a fresh AdamW each time (``benchmarks/train_bench.py``'s loop):
+one pass per policy, from the same LoRA weights and a fresh AdamW each time (``benchmarks/timed_training.py``):
 
 - padded: ``kofinsent.training.collators.PadCollator`` (each micro-batch padded to its longest example);
 - packed, rows of ``ROW_TOKENS``: ``PackCollator`` as ``--packing`` runs under SDPA / eager attention;
@@ -29,11 +29,11 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     sys.path.insert(0, str(HERE))
-    import train_bench as tb  # benchmarks/train_bench.py: the examples, batches and timed training loop
+    import timed_training as tt  # benchmarks/timed_training.py: the examples, batches and timed training loop
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    tb.add_int_options(ap, {
+    tt.add_int_options(ap, {
         "--examples": 256, "--batch-size": 32, "--hidden": 256, "--layers": 4, "--heads": 4,
         "--repeats": (3, "passes per policy (the best one counts)"),
         "--threads": (1, "torch CPU threads (0: torch's default)"), "--seed": 0})
@@ -55,8 +55,8 @@ def main() -> None:
         cfg = TrainConfig(model=str(model_dir), data="-", out="-", lora_dropout=0.0, packing=True)
         model, tokenizer, facts = load_model(cfg)
     model.to(args.device).train()
-    feats = tb.build_examples(tokenizer, args.examples, args.seed)
-    order = tb.policy_orders(feats, args.batch_size, args.seed)["grouped"]
+    feats = tt.build_examples(tokenizer, args.examples, args.seed)
+    order = tt.policy_orders(feats, args.batch_size, args.seed)["grouped"]
     lengths = [len(f["input_ids"]) for f in feats]
     real = sum(lengths)
     pad = tokenizer.pad_token_id
@@ -67,8 +67,8 @@ def main() -> None:
           f"LoRA r 8, {facts['attn_implementation_used']} attention, device {args.device}, torch threads "
           f"{torch.get_num_threads()}; {len(feats)} examples, {min(lengths)}..{max(lengths)} tokens "
           f"({real:,} real), micro-batch {args.batch_size}, length-grouped order, best of {args.repeats}")
-    prepared = {name: tb.make_batches(feats, order, args.batch_size, c) for name, c in policies.items()}
-    runs = tb.best_passes(model, prepared, args.device, tb.autocast_for(args.device), args.repeats)
+    prepared = {name: tt.make_batches(feats, order, args.batch_size, c) for name, c in policies.items()}
+    runs = tt.best_passes(model, prepared, args.device, tt.autocast_for(args.device), args.repeats)
     best = {name: (run.seconds, sum(run.losses)) for name, run in runs.items()}
     base = real / best[next(iter(best))][0]
     print(f"  {'policy':<34} {'computed tok':>12} {'waste %':>7} {'seconds':>8} {'real tok/s':>10} "

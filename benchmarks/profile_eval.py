@@ -27,18 +27,16 @@ sys.path.insert(0, str(HERE.parent))
 
 def build(work: Path, dry: bool, device: str) -> tuple[str, int]:
     import torch
-    import train_bench as tb
+    from model_shapes import bench_shape, bench_tokenizer, neox_config
     from transformers import GPTNeoXForCausalLM
 
     from kofinsent import tiny
 
-    tok = tiny.train_tokenizer(tiny.korean_corpus(4000, 0), vocab_size=1000)
+    tok = bench_tokenizer()
     pad = tok.convert_tokens_to_ids(tiny.EOT)
-    keys = ("hidden", "layers", "heads", "vocab", "intermediate", "max_positions")
-    shape = dict(zip(keys, (64, 2, 4, len(tok), 256, 2048))) if dry else {k: tb.POLYGLOT_1_3B[k] for k in keys}
     with torch.device(device):
         torch.manual_seed(0)
-        model = GPTNeoXForCausalLM(tb.neox_config(pad_id=pad, **shape))
+        model = GPTNeoXForCausalLM(neox_config(pad_id=pad, **bench_shape(dry, tok)))
     model = model.to(torch.float32 if dry else torch.bfloat16)
     n = sum(p.numel() for p in model.parameters())
     model.save_pretrained(work / "neox")

@@ -58,177 +58,28 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-POLYGLOT_1_3B = dict(hidden=2048, layers=24, heads=16, intermediate=8192, vocab=30080, max_positions=2048)
-POLYGLOT_1_3B_PARAMS = 1_331_810_304
-
-
-# -- models ----------------------------------------------------------------------------------------------------------
-def neox_config(hidden: int, layers: int, heads: int, vocab: int, intermediate: int | None = None,
-                max_positions: int = 2048, pad_id: int = 0) -> Any:
-    """polyglot-ko's layout (as ``kofinsent.tiny.make_gpt_neox``): RoPE on half of each head, parallel residual,
-    untied output embeddings."""
-    from transformers import GPTNeoXConfig
-
-    return GPTNeoXConfig(
-        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=intermediate or 4 * hidden, max_position_embeddings=max_positions,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
-        use_parallel_residual=True, tie_word_embeddings=False, initializer_range=0.02,
-        bos_token_id=pad_id, eos_token_id=pad_id, pad_token_id=pad_id,
-    )
-
-
-def save_random_neox(out: Path, config: Any, tokenizer: Any = None, seed: int = 0, save_dtype: Any = None) -> Path:
-    import torch
-    from transformers import GPTNeoXForCausalLM
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GPTNeoXForCausalLM(config).eval()
-    if save_dtype is not None:
-        model = model.to(save_dtype)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
-    del model
-    gc.collect()
-    return out
-
-
-def projected_weight_bytes(config: Any, rest_bytes: int) -> dict[str, int]:
-    """Bytes of the weights of ``config``'s model without allocating it (meta device): all in float32, all in 16-bit,
-    and bitsandbytes 8-bit (every nn.Linear but the output embedding as int8 weights + one float32 scale per output
-    row, everything else at ``rest_bytes`` per element)."""
-    import torch
-    from transformers import GPTNeoXForCausalLM
-
-    with torch.device("meta"):
-        model = GPTNeoXForCausalLM(config)
-    n = sum(p.numel() for p in model.parameters())
-    int8 = 0
-    rest = 0
-    quantized = set()
-    head = model.get_output_embeddings()  # bitsandbytes leaves the output head unquantized
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.Linear) and mod is not head:
-            int8 += mod.weight.numel() + 4 * mod.out_features
-            quantized.add(id(mod.weight))
-    for p in model.parameters():
-        if id(p) not in quantized:
-            rest += p.numel() * rest_bytes
-    return {"params": n, "fp32": 4 * n, "16bit": 2 * n, "int8": int8 + rest}
+from model_shapes import (
+    POLYGLOT_1_3B,
+    POLYGLOT_1_3B_PARAMS,
+    bench_tokenizer,
+    neox_config,
+    projected_weight_bytes,
+    save_random_neox,
+)
+from timed_training import (
+    add_int_options,
+    autocast_for,
+    best_passes,
+    build_examples,
+    make_batches,
+    policy_orders,
+    train_pass,
+)
 
 
 # -- (1) throughput --------------------------------------------------------------------------------------------------
-def build_examples(tokenizer: Any, n: int, seed: int) -> list[dict[str, list[int]]]:
-    import random
-
-    from kofinsent import tiny
-    from kofinsent.labels import LABELS
-    from kofinsent.training.records import encode_example
-
-    rng = random.Random(seed)
-    titles = tiny.forum_titles(n, seed=seed)
-    return [encode_example(tokenizer, t, rng.choice(LABELS), "full") for t in titles]
-
-
-def make_batches(feats: list[dict[str, list[int]]], order: list[int], batch_size: int, collator: Any) -> list[dict]:
-    return [collator([feats[i] for i in order[k:k + batch_size]]) for k in range(0, len(order), batch_size)]
-
-
-def policy_orders(feats: list[dict[str, list[int]]], batch_size: int, seed: int) -> dict[str, list[int]]:
-    import torch
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
-    g = torch.Generator().manual_seed(seed)
-    grouped = list(LengthGroupedSampler(batch_size, dataset=feats, model_input_name="input_ids", generator=g))
-    shuffled = torch.randperm(len(feats), generator=torch.Generator().manual_seed(seed)).tolist()
-    return {"grouped": grouped, "random": shuffled}
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-
-
-class Pass(NamedTuple):
-    seconds: float  # of fwd + bwd + optimizer step + zero_grad, summed over the steps
-    steps: list[float]  # each step's seconds
-    losses: list[float]  # each step's loss
-
-
-def train_pass(model: Any, batches: list[dict], device: str, lr: float, autocast: Any) -> Pass:
-    """One timed pass of fwd+bwd+step over ``batches`` with a fresh AdamW."""
-    import torch
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
-    steps, losses = [], []
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        sync(device)
-        t0 = time.perf_counter()
-        with autocast():
-            loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync(device)
-        steps.append(time.perf_counter() - t0)
-        losses.append(float(loss.detach()))  # after the clock: reading the loss waits for the GPU
-    return Pass(sum(steps), steps, losses)
-
-
-def best_passes(model: Any, prepared: dict[str, list[dict]], device: str, autocast: Any, repeats: int,
-                lr: float = 2e-4) -> dict[str, Pass]:
-    """Each policy's fastest of ``repeats`` passes over its batches, every pass from the same LoRA weights with a fresh
-    AdamW, after two untimed warm-up steps per policy."""
-    import torch
-
-    init = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
-
-    def reset() -> None:
-        with torch.no_grad():
-            for k, v in model.named_parameters():
-                if k in init:
-                    v.copy_(init[k])
-
-    for batches in prepared.values():
-        reset()
-        train_pass(model, batches[:2], device, lr, autocast)  # warm-up: allocator, kernels for these shapes
-    best: dict[str, Pass] = {}
-    for _ in range(repeats):  # interleaved, so drift on a shared machine hits every policy alike
-        for name, batches in prepared.items():
-            reset()
-            run = train_pass(model, batches, device, lr, autocast)
-            if name not in best or run.seconds < best[name].seconds:
-                best[name] = run
-    return best
-
-
-def add_int_options(ap: argparse.ArgumentParser, options: dict[str, int | tuple[int, str]]) -> None:
-    """``--flag`` int options in the order given; a value is the default, or (default, help)."""
-    for flag, value in options.items():
-        default, text = value if isinstance(value, tuple) else (value, None)
-        ap.add_argument(flag, type=int, default=default, help=text)
-
-
-def autocast_for(device: str) -> Any:
-    import contextlib
-
-    import torch
-
-    if device == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return lambda: torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext
-
-
 def throughput(args: argparse.Namespace, tok: Any, tmp: Path) -> None:
     import torch
 
@@ -404,8 +255,7 @@ def memory(args: argparse.Namespace, tmp: Path) -> None:
                   f"random weights, each load in a fresh process", d, args.device)
     print(f"    (projected for this shape: float32 {mib(proj['fp32'])}, 8-bit {mib(proj['int8'])} -> "
           f"{proj['fp32'] / proj['int8']:.2f}x)")
-    p13 = neox_config(**{k: POLYGLOT_1_3B[k] for k in ("hidden", "layers", "heads", "vocab", "intermediate",
-                                                      "max_positions")})
+    p13 = neox_config(**POLYGLOT_1_3B)
     cpu = projected_weight_bytes(p13, rest_bytes=4)
     gpu = projected_weight_bytes(p13, rest_bytes=2)
     assert cpu["params"] == POLYGLOT_1_3B_PARAMS, cpu["params"]
@@ -426,8 +276,7 @@ def polyglot_steps(args: argparse.Namespace, tok: Any, tmp: Path) -> None:
     if args.device != "cuda":
         print("[3] note: --polyglot-1.3b-shape on CPU is slow (environment notes: ~11 s per 1x128-token 8-bit step)")
     config = neox_config(pad_id=tok.convert_tokens_to_ids("<|endoftext|>"),
-                         **{k: POLYGLOT_1_3B[k] for k in ("hidden", "layers", "heads", "vocab", "intermediate",
-                                                          "max_positions")})
+                         **POLYGLOT_1_3B)
     t0 = time.perf_counter()
     d = save_random_neox(tmp / "polyglot13b_shape", config, tokenizer=tok, save_dtype=torch.bfloat16)
     print(f"[3] polyglot-ko-1.3b-shaped random model saved (bf16 safetensors) in {time.perf_counter() - t0:.0f} s")
@@ -494,8 +343,6 @@ def main() -> None:
     import torch
     import transformers
 
-    from kofinsent import tiny
-
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' own deprecations inside peft
@@ -510,7 +357,7 @@ def main() -> None:
           + (f", {torch.cuda.get_device_name(0)}" if args.device == "cuda" else ""))
     with tempfile.TemporaryDirectory(prefix="train_bench_") as tmpd:
         tmp = Path(tmpd)
-        tok = tiny.train_tokenizer(tiny.korean_corpus(4000, 0), vocab_size=1000)
+        tok = bench_tokenizer()
         if not args.skip_throughput:
             throughput(args, tok, tmp)
         if not args.skip_memory:

@@ -52,6 +52,7 @@ from typing import Any, TypeVar
 import requests
 
 from kofinsent.backends.base import BackendError, Chat, Generation, GenOptions, Prompt
+from kofinsent.backends.options import int_problem
 
 DEFAULT_HOST = "http://localhost:8000/v1"  # where `vllm serve` listens unless told otherwise
 KEY_ENV = "OPENAI_API_KEY"
@@ -105,10 +106,8 @@ class OpenAIBackend:
                  max_wait: float = 300.0, sleep: Callable[[float], None] | None = None) -> None:
         if format not in FORMATS:
             raise BackendError(f"openai: format must be one of {FORMATS}, got {format!r}")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise BackendError(f"openai: concurrency must be an integer >= 1, got {concurrency!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise BackendError(f"openai: retries must be an integer >= 0, got {retries!r}")
+        if problem := int_problem("concurrency", concurrency, 1) or int_problem("retries", retries, 0):
+            raise BackendError(f"openai: {problem}")
         host = (host or DEFAULT_HOST).rstrip("/")
         if not re.match(r"https?://[^/]", host):
             raise BackendError(f"openai: --host must be a URL such as {DEFAULT_HOST}, got {host!r}")

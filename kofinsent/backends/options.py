@@ -14,14 +14,10 @@ class BackendOptionError(ValueError):
     """An option the chosen backend does not take, or a value it cannot use (the message names the flag)."""
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def int_problem(flag: str, value: object, minimum: int, alternative: str = "") -> str | None:
-    """The message for a generation option that must be an integer >= ``minimum`` (a TOML ``true`` is not 1), or
+    """The message for an option that must be an integer >= ``minimum`` (a TOML ``true`` is not 1), or
     None when ``value`` is one; ``alternative``: another accepted value, named in the message (" or auto")."""
-    if _is_int(value) and value >= minimum:  # type: ignore[operator]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
         return None
     return f"{flag} must be an integer >= {minimum}{alternative}, got {value!r}"
 
@@ -36,10 +32,9 @@ def temperature_problem(value: float | None) -> str | None:
 def check_llamacpp_options(n_gpu_layers: int | None, n_ctx: int | None) -> None:
     """``--n-gpu-layers``: -1 (all), 0 (CPU) or a layer count; ``--n-ctx``: tokens, >= 1; None: the backend's
     default."""
-    if n_gpu_layers is not None and (not _is_int(n_gpu_layers) or n_gpu_layers < -1):
-        raise BackendOptionError(f"--n-gpu-layers must be an integer >= -1 (-1: all layers), got {n_gpu_layers!r}")
-    if n_ctx is not None and (not _is_int(n_ctx) or n_ctx < 1):
-        raise BackendOptionError(f"--n-ctx must be an integer >= 1, got {n_ctx!r}")
+    if problem := ((n_gpu_layers is not None and int_problem("--n-gpu-layers", n_gpu_layers, -1, " (-1: all layers)"))
+                   or (n_ctx is not None and int_problem("--n-ctx", n_ctx, 1))):
+        raise BackendOptionError(problem)
 
 
 def backend_kwargs(backend: str, model: str, *, host: str | None = None, seed: int = 0, format: str = "schema",

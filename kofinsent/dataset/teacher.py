@@ -123,11 +123,10 @@ class TeacherConfig:
             raise TeacherError(f"--format must be schema or free, got {self.format!r}")
         if self.backend == "hf" and self.format == "schema":
             raise TeacherError("--backend hf cannot constrain decoding to the reply's JSON schema: pass --format free")
-        problems = [int_problem("--max-attempts", self.max_attempts, 1),
-                    int_problem("--max-new-tokens", self.max_new_tokens, 1),
-                    None if self.concurrency is None else int_problem("--concurrency", self.concurrency, 1),
-                    temperature_problem(self.temperature)]
-        if problem := next((p for p in problems if p), None):
+        if problem := (int_problem("--max-attempts", self.max_attempts, 1)
+                       or int_problem("--max-new-tokens", self.max_new_tokens, 1)
+                       or (self.concurrency is not None and int_problem("--concurrency", self.concurrency, 1))
+                       or temperature_problem(self.temperature)):
             raise TeacherError(problem)
         self.backend_kwargs()
         if check_files and not Path(self.data).is_file():

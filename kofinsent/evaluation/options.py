@@ -76,10 +76,9 @@ class EvalConfig:
         if self.prompt == "kshot" and not self.fewshot_seeds:
             raise EvalConfigError("--fewshot-seeds is empty")
         # the seed seeds the requests and the bootstrap of the intervals (numpy takes no negative seed)
-        problems = [None if self.batch_size in (None, "auto") else
-                    int_problem("--batch-size", self.batch_size, 1, " or auto"),
-                    int_problem("--seed", self.seed, 0)]
-        if problem := next((p for p in problems if p), None):
+        if problem := ((self.batch_size not in (None, "auto") and int_problem("--batch-size", self.batch_size, 1,
+                                                                                 " or auto"))
+                       or int_problem("--seed", self.seed, 0)):
             raise EvalConfigError(problem)
         if self.shots < 0 or self.iterations < 1:
             raise EvalConfigError(f"need --shots >= 0, --iterations >= 1; got {self.shots}, {self.iterations}")

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kofinsent.backends.options import int_problem
 from kofinsent.training.distributed import local_rank
 from kofinsent.training.errors import TrainError
 
@@ -59,12 +60,12 @@ log = logging.getLogger(__name__)
 
 def check_batch_options(batch_size: Any, grad_accum: int, effective_batch_size: Any) -> None:
     """``TrainConfig.validate``'s checks of the batch options (a TrainError naming the option)."""
-    if batch_size != AUTO and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise TrainError(f"--batch-size must be an integer >= 1 or auto, got {batch_size!r}")
+    if batch_size != AUTO and (problem := int_problem("--batch-size", batch_size, 1, " or auto")):
+        raise TrainError(problem)
     if effective_batch_size is None:
         return
-    if isinstance(effective_batch_size, bool) or not isinstance(effective_batch_size, int) or effective_batch_size < 1:
-        raise TrainError(f"--effective-batch-size must be an integer >= 1, got {effective_batch_size!r}")
+    if problem := int_problem("--effective-batch-size", effective_batch_size, 1):
+        raise TrainError(problem)
     if grad_accum != 1:
         raise TrainError("--effective-batch-size sets the gradient accumulation itself; leave --grad-accum at 1")
     if isinstance(batch_size, int) and effective_batch_size % batch_size:
